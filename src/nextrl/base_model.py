@@ -1,0 +1,43 @@
+"""The base-model stage: the start model of every arm (round 0).
+
+``model.source: tiny`` builds the embedded character tokenizer and tiny Qwen2 model and warm-starts it on the
+train split (:mod:`nextrl.warm_start`); ``model.source: local`` checks a local HF model directory and copies it
+(so the DAG owns an immutable ``base/``). Either way the output is a standard HF model directory, written
+atomically, with ``warm_start.parquet`` (step, loss) for the tiny model.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from nextrl.artifacts import atomic_path
+from nextrl.models import build_char_tokenizer, build_tiny_model, check_model_dir, save_model
+from nextrl.warm_start import warm_start
+
+
+def build_base_model(config: Mapping[str, Any], data_dir: Path, output: Path) -> dict[str, float]:
+    """Write the base model directory; returns summary numbers (parameters, final warm-start loss)."""
+    model_config = config["model"]
+    with atomic_path(output) as staging:
+        if model_config["source"] == "local":
+            source = Path(model_config["path"])
+            check_model_dir(source)
+            shutil.copytree(source, staging)
+            return {}
+        tokenizer = build_char_tokenizer()
+        model = build_tiny_model(tokenizer, model_config["shape"], seed=model_config["seed"])
+        train = pd.read_parquet(data_dir / "train.parquet")
+        losses = warm_start(model, tokenizer, train, model_config["warm_start"], seed=model_config["seed"])
+        if losses and not torch.isfinite(torch.tensor(losses[-1])):
+            raise ValueError(f"model.warm_start: the warm-start loss became non-finite ({losses[-1]}); lower model.warm_start.lr")
+        save_model(model, tokenizer, staging)
+        pd.DataFrame({"step": range(1, len(losses) + 1), "loss": losses}).to_parquet(
+            staging / "warm_start.parquet", index=False
+        )
+        return {"parameters": float(sum(p.numel() for p in model.parameters())), "warm_start_loss": losses[-1] if losses else float("nan")}

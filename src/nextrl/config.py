@@ -1,0 +1,87 @@
+"""The experiment configuration: JSON-Schema validation (with defaults) and the cross-key rules a schema cannot say.
+
+The schema lives in ``workflow/schemas/config.schema.yaml`` and documents every key. Snakemake validates the
+config with it before building the DAG; :func:`load_config` does the same for standalone use and the CLI.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the key."""
+
+
+def _with_defaults(validator_class: type[jsonschema.protocols.Validator]) -> type[jsonschema.protocols.Validator]:
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator: Any, properties: Mapping[str, Any], instance: Any, schema: Any) -> Any:
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema:
+                    instance.setdefault(name, copy.deepcopy(subschema["default"]))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> dict[str, Any]:
+    """Fill defaults and check ``config`` against the schema and the cross-key rules; returns it."""
+    schema = yaml.safe_load(schema_path.read_text())
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda error: list(error.absolute_path))
+    if errors:
+        error = errors[0]
+        key = ".".join(str(part) for part in error.absolute_path) or "<top level>"
+        raise ConfigError(f"config key {key}: {error.message}")
+    check_cross_keys(config)
+    return config
+
+
+def check_cross_keys(config: Mapping[str, Any]) -> None:
+    """Rules that involve several keys (the schema checks each key alone)."""
+    rl = config["rl"]
+    if rl["chunk_steps"] % rl["snapshot_every"]:
+        raise ConfigError(
+            f"config key rl.snapshot_every: {rl['snapshot_every']} does not divide rl.chunk_steps {rl['chunk_steps']}"
+        )
+    horizon = config["next"]["horizon"]
+    if horizon % rl["snapshot_every"]:
+        raise ConfigError(f"config key next.horizon: {horizon} is not a multiple of rl.snapshot_every {rl['snapshot_every']}")
+    model = config["model"]
+    if model["source"] == "local":
+        if not model.get("path"):
+            raise ConfigError("config key model.path: required when model.source is 'local'")
+        path = Path(model["path"])
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"config key model.path: {path} does not exist or is not a model directory (no config.json)")
+    else:
+        for key in ("shape", "warm_start"):
+            if key not in model:
+                raise ConfigError(f"config key model.{key}: required when model.source is 'tiny'")
+    task = config["task"]
+    needed = ("dataset", "sizes", "split_seeds") if task["source"] == "reasoning_gym" else ("path", "fractions")
+    for key in needed:
+        if key not in task:
+            raise ConfigError(f"config key task.{key}: required when task.source is {task['source']!r}")
+    if task["source"] == "reasoning_gym":
+        import reasoning_gym.factory
+
+        if task["dataset"] not in reasoning_gym.factory.DATASETS:
+            raise ConfigError(f"config key task.dataset: unknown reasoning-gym task {task['dataset']!r}")
+    elif not Path(task["path"]).is_file():
+        raise ConfigError(f"config key task.path: task file {task['path']} does not exist")
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """Read a YAML config file and validate it."""
+    return validate_config(yaml.safe_load(Path(path).read_text()))

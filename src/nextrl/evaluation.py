@@ -1,0 +1,37 @@
+"""Held-out accuracy: greedy decoding of every item of a split, scored by the task's verifier.
+
+Per-item table schema: ``index`` int64, ``completion`` str, ``reward`` float64.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from tqdm import tqdm
+
+from nextrl.generation import GenerationBackend
+from nextrl.tasks import Scorer
+
+
+def evaluate_split(
+    backend: GenerationBackend,
+    split: pd.DataFrame,
+    scorer: Scorer,
+    max_new_tokens: int,
+    batch_size: int,
+    description: str = "eval",
+) -> pd.DataFrame:
+    """Greedy completions and rewards for every item of ``split``; accuracy is the mean reward."""
+    rows = []
+    progress = tqdm(total=len(split), desc=description, leave=False, mininterval=2.0)
+    correct = 0.0
+    for start in range(0, len(split), batch_size):
+        batch = split.iloc[start : start + batch_size]
+        rollouts = backend.generate(batch["prompt"].tolist(), 1, max_new_tokens, temperature=0.0)
+        for index, entry, text in zip(batch["index"], batch["entry"], rollouts.texts):
+            reward = scorer(text, entry)
+            correct += reward
+            rows.append({"index": int(index), "completion": text, "reward": float(reward)})
+        progress.update(len(batch))
+        progress.set_postfix(accuracy=f"{correct / len(rows):.3f}")
+    progress.close()
+    return pd.DataFrame(rows, columns=["index", "completion", "reward"])
