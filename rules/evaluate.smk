@@ -1,0 +1,24 @@
+rule evaluate_test:
+    input:
+        data=data_dir(),
+        start=start_input,
+        rl=f"{RESULTS}/{{arm}}/seed{{seed}}/round{{round}}/rl",
+    output:
+        f"{RESULTS}/{{arm}}/seed{{seed}}/round{{round}}/test.parquet",
+    params:
+        config=STAGE_CONFIG,
+        experiment_dir=RESULTS,
+        start_model=start_model,
+    threads: config["threads"]
+    log:
+        log_path("evaluate_test"),
+    benchmark:
+        benchmark_path("evaluate_test")
+    resources:
+        gpu=0,
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "{NEXTRL} evaluate --config-json {params.config:q} --experiment-dir {params.experiment_dir}"
+        " --start-model {params.start_model} --adapter {input.rl}/state/adapter --data {input.data} --split test"
+        " --output {output} --arm {wildcards.arm} --seed {wildcards.seed} --round {wildcards.round} > {log} 2>&1"
