@@ -18,7 +18,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
-CHAR_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
+# transformers 5 saves PreTrainedTokenizerFast as its new name, TokenizersBackend.
+GENERIC_FAST_TOKENIZER_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")
 
 
 class ModelError(ValueError):
@@ -64,7 +65,7 @@ def load_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
     config_path = model_dir / "tokenizer_config.json"
     if not config_path.is_file():
         raise ModelError(f"model.path: {model_dir} is not a model directory (no tokenizer_config.json)")
-    if json.loads(config_path.read_text()).get("tokenizer_class") == CHAR_TOKENIZER_CLASS:
+    if json.loads(config_path.read_text()).get("tokenizer_class") in GENERIC_FAST_TOKENIZER_CLASSES:
         from transformers import PreTrainedTokenizerFast
 
         tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)

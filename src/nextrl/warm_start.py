@@ -57,7 +57,7 @@ def warm_start(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         progress.set_postfix(loss=f"{losses[-1]:.3f}")
     model.eval()
     return losses

@@ -1,0 +1,33 @@
+# Two commands on a fresh Debian machine with Python 3.11 and pip:
+#   make run    set up .venv and run the embedded default experiment (snakemake --cores 2)
+#   make test   set up .venv and run the whole test suite (unit tests + end-to-end snakemake on config/test.yaml)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
+
+.PHONY: setup run test figures clean
+
+$(BIN)/nextrl: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch first and pinned: an unpinned torch requirement pulls the CUDA build with GBs of nvidia packages.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+setup: $(BIN)/nextrl
+
+run: setup
+	$(BIN)/snakemake --cores 2
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+figures: setup
+	$(BIN)/snakemake summary --cores 2 --forcerun summary
+
+clean:
+	rm -rf results/*/ .snakemake

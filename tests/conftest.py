@@ -1,0 +1,61 @@
+"""Shared fixtures: the network is blocked, torch uses one thread, and a tiny base model is built once."""
+
+from __future__ import annotations
+
+import copy
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+import nextrl  # noqa: F401  (offline / no-telemetry environment)
+from nextrl.config import validate_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_network_and_one_thread():
+    """Any connection to a non-loopback address fails the test: nothing may be downloaded at run time."""
+    original = socket.socket.connect
+
+    def guarded(self: socket.socket, address: Any) -> Any:
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and not (host.startswith("127.") or host in ("localhost", "::1") or host.startswith("/")):
+            raise RuntimeError(f"test tried to reach the network: {address}")
+        return original(self, address)
+
+    socket.socket.connect = guarded
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    socket.socket.connect = original
+
+
+def load_test_config() -> dict[str, Any]:
+    return validate_config(yaml.safe_load((REPO / "config" / "test.yaml").read_text()))
+
+
+@pytest.fixture
+def test_config() -> dict[str, Any]:
+    return copy.deepcopy(load_test_config())
+
+
+@pytest.fixture(scope="session")
+def tiny_setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Data splits and a warm-started tiny base model for config/test.yaml, built once per session."""
+    from nextrl.base_model import build_base_model
+    from nextrl.tasks import build_splits
+
+    config = load_test_config()
+    root = tmp_path_factory.mktemp("tiny")
+    data = root / "data"
+    data.mkdir()
+    for name, frame in build_splits(config["task"]).items():
+        frame.to_parquet(data / f"{name}.parquet", index=False)
+    build_base_model(config, data, root / "base")
+    return {"data": data, "base": root / "base", "root": root}

@@ -1,0 +1,69 @@
+"""The RL chunk: exact resume across processes' artifacts, guards, and atomic outputs."""
+
+import copy
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from nextrl.rl_chunk import RLError, run_rl_chunk, train_order
+
+
+def _chunk(tiny_setup, config, output, round_index, resume=None, seed=0):
+    run_rl_chunk(tiny_setup["base"], resume, tiny_setup["data"], output, config, seed=seed, round_index=round_index)
+
+
+def test_train_order_is_a_pure_function_of_seed_and_cursor():
+    whole = train_order(5, 0, 30, 7)
+    assert list(whole[:12]) + list(train_order(5, 12, 18, 7)) == list(whole)
+    assert sorted(whole[:7]) == list(range(7))  # one epoch is a permutation
+
+
+def test_chunked_rl_equals_one_continuous_run(tiny_setup, test_config, tmp_path):
+    steps = test_config["rl"]["chunk_steps"]
+    _chunk(tiny_setup, test_config, tmp_path / "round0", 0)
+    _chunk(tiny_setup, test_config, tmp_path / "round1", 1, resume=tmp_path / "round0" / "state")
+    continuous = copy.deepcopy(test_config)
+    continuous["rl"]["chunk_steps"] = 2 * steps
+    _chunk(tiny_setup, continuous, tmp_path / "whole", 0)
+
+    chunked = load_file(tmp_path / "round1" / "state" / "adapter" / "adapter_model.safetensors")
+    whole = load_file(tmp_path / "whole" / "state" / "adapter" / "adapter_model.safetensors")
+    assert chunked.keys() == whole.keys()
+    for key in whole:
+        assert torch.equal(chunked[key], whole[key]), key
+    assert not torch.equal(whole[next(k for k in whole if "lora_B" in k)], torch.zeros(1))  # it trained
+    metrics = pd.concat([pd.read_parquet(tmp_path / f"round{r}" / "metrics.parquet") for r in (0, 1)], ignore_index=True)
+    expected = pd.read_parquet(tmp_path / "whole" / "metrics.parquet")
+    pd.testing.assert_frame_equal(metrics.drop(columns="seconds"), expected.drop(columns="seconds"))
+    snapshot = f"step_{steps + 1}"
+    assert torch.equal(
+        load_file(tmp_path / "round1" / "snapshots" / snapshot / "adapter_model.safetensors")[key],
+        load_file(tmp_path / "whole" / "snapshots" / snapshot / "adapter_model.safetensors")[key],
+    )
+    evaluations = pd.read_parquet(tmp_path / "whole" / "eval.parquet")
+    assert list(evaluations["step"]) == list(range(0, 2 * steps + 1))
+    assert list(evaluations.columns) == ["step", "split", "accuracy", "n_items"]
+
+
+def test_non_finite_loss_stops_with_no_output(tiny_setup, test_config, tmp_path, monkeypatch):
+    import nextrl.rl_chunk as rl_chunk
+
+    real = rl_chunk.policy_loss
+
+    def exploding(*args, **kwargs):
+        loss, stats = real(*args, **kwargs)
+        return loss * float("nan"), stats
+
+    monkeypatch.setattr(rl_chunk, "policy_loss", exploding)
+    with pytest.raises(RLError, match="non-finite loss .* at RL step 1"):
+        _chunk(tiny_setup, test_config, tmp_path / "rl", 0)
+    assert list(tmp_path.iterdir()) == []  # nothing partial, not even the staging directory
+
+
+def test_unknown_lora_target_is_named(tiny_setup, test_config, tmp_path):
+    test_config["lora"]["target_modules"] = ["q_proj", "attn_c_proj"]
+    with pytest.raises(ValueError, match=r"lora.target_modules: the model has no module named \['attn_c_proj'\]"):
+        _chunk(tiny_setup, test_config, tmp_path / "rl", 0)
+    assert not (tmp_path / "rl").exists()
