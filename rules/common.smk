@@ -1,6 +1,7 @@
 # Path helpers and input functions; the predict–extend loop lives here (round r consumes round r−1).
 import json
 import os
+import sys
 
 from snakemake.utils import validate
 
@@ -18,7 +19,8 @@ LAST_ROUND = config["rounds"] - 1
 JUMP_ARMS = [arm for arm in config["arms"] if arm != "none"]
 # Keys that only shape the DAG stay out of the stages' config, so raising them re-runs nothing old.
 STAGE_CONFIG = json.dumps({key: value for key, value in config.items() if key not in ("seeds", "arms", "rounds")})
-NEXTRL = "python -m nextrl.cli"
+# The interpreter running Snakemake runs the stages too (the project venv, wherever it lives).
+NEXTRL = f"{sys.executable} -m nextrl.cli"
 
 
 wildcard_constraints:

@@ -1,0 +1,151 @@
+"""End to end: the Snakemake DAG on config/test.yaml (both arms, two rounds), kill-and-resume, lint, profiles."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile")]
+ENV = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+
+
+def workdir(tmp_path: Path) -> Path:
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    return tmp_path
+
+
+def snakemake(directory: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([*SNAKEMAKE, "--directory", str(directory), "--configfile", "config/test.yaml", *args],
+                            capture_output=True, text=True, env=ENV, timeout=900)  # fmt: skip
+    if check and result.returncode != 0:
+        raise AssertionError(result.stdout[-4000:] + result.stderr[-4000:])
+    return result
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = workdir(tmp_path_factory.mktemp("e2e"))
+    snakemake(directory, "--cores", "2")
+    return directory / "results" / "test"
+
+
+def test_end_to_end_covers_both_arms_and_two_rounds(finished_run: Path):
+    summary = finished_run / "summary"
+    per_seed = pd.read_parquet(summary / "steps_to_target.parquet")
+    assert set(per_seed["arm"]) == {"none", "next"}
+    assert (summary / "accuracy_vs_steps.png").stat().st_size > 10_000
+    assert "test_accuracy_ci95" in (summary / "table.md").read_text()
+    curves = pd.read_parquet(summary / "curves.parquet")
+    assert curves.groupby("arm")["round"].nunique().to_dict() == {"next": 2, "none": 2}
+    assert curves["step"].max() == 8
+    selection = pd.read_parquet(finished_run / "next" / "seed0" / "round0" / "jump" / "selected" / "selection.parquet")
+    assert 0.0 in set(selection["alpha"]) and selection["selected"].sum() == 1
+    trajectory = pd.read_parquet(finished_run / "next" / "seed0" / "round0" / "trajectory.parquet")
+    assert set(trajectory["kind"]) == {"global", "local", "target"}
+    metrics = pd.read_parquet(finished_run / "none" / "seed0" / "round1" / "rl" / "metrics.parquet")
+    assert list(metrics["step"]) == [5, 6, 7, 8]
+    # no staging leftovers anywhere
+    assert not [p for p in finished_run.rglob(".*.tmp")]
+
+
+def test_mlflow_groups_stages_seeds_and_rounds(finished_run: Path):
+    import mlflow
+
+    from nextrl.tracking import tracking_uri
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri(finished_run))
+    experiment = client.get_experiment_by_name("test")
+    runs = client.search_runs([experiment.experiment_id], max_results=200)
+    stages = {(r.data.tags.get("arm"), r.data.tags.get("round"), r.data.tags["stage"]) for r in runs}
+    assert {("none", "0", "rl"), ("none", "1", "rl"), ("next", "0", "fit"), ("next", "0", "select"), ("next", "1", "evaluate")} <= stages
+    rl_run = next(r for r in runs if r.data.tags["stage"] == "rl" and r.data.tags["round"] == "1")
+    assert len(client.get_metric_history(rl_run.info.run_id, "reward_mean")) == 4
+
+
+def _outputs(results: Path) -> dict[str, object]:
+    """What must be identical between an interrupted-and-resumed run and an uninterrupted one."""
+    found: dict[str, object] = {}
+    for path in sorted(results.rglob("*")):
+        relative = str(path.relative_to(results))
+        if path.name == "adapter_model.safetensors":
+            found[relative] = load_file(path)
+        elif path.name in ("metrics.parquet",):
+            found[relative] = pd.read_parquet(path).drop(columns="seconds")
+        elif path.name in ("eval.parquet", "test.parquet", "trajectory.parquet", "candidates.parquet"):
+            found[relative] = pd.read_parquet(path)
+    return found
+
+
+def test_killed_rl_job_leaves_nothing_partial_and_rerun_matches(finished_run: Path, tmp_path: Path):
+    directory = workdir(tmp_path)
+    process = subprocess.Popen([*SNAKEMAKE, "--directory", str(directory), "--configfile", "config/test.yaml", "--cores", "1"],
+                               env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    target = directory / "results" / "test" / "none" / "seed0" / "round1"
+    deadline = time.time() + 600
+    while time.time() < deadline and not any(target.glob(".rl.*.tmp/rl/snapshots/step_6")):
+        time.sleep(0.05)
+    assert any(target.glob(".rl.*.tmp")), "the round-1 RL chunk never started"
+    os.killpg(process.pid, signal.SIGKILL)  # kill Snakemake and the running chunk mid-way
+    process.wait()
+    assert not (target / "rl").exists()  # the partial chunk is invisible at the final path
+    snakemake(directory, "--unlock")  # a SIGKILLed Snakemake leaves its lock behind
+    snakemake(directory, "--cores", "2")
+    assert not list((directory / "results").rglob(".*.tmp"))
+    resumed, uninterrupted = _outputs(directory / "results" / "test"), _outputs(finished_run)
+    assert resumed.keys() == uninterrupted.keys()
+    for key, value in uninterrupted.items():
+        if isinstance(value, pd.DataFrame):
+            pd.testing.assert_frame_equal(resumed[key], value, obj=key)
+        else:
+            assert value.keys() == resumed[key].keys()
+            assert all(torch.equal(value[name], resumed[key][name]) for name in value), key
+
+
+def test_lint_is_clean(tmp_path: Path):
+    result = snakemake(workdir(tmp_path), "--lint")
+    assert "Lints for" not in result.stdout + result.stderr
+
+
+def test_slurm_profile_plans_the_same_dag(tmp_path: Path):
+    directory = workdir(tmp_path)
+    local = snakemake(directory, "-n", "--cores", "2")
+    slurm = snakemake(directory, "-n", "--workflow-profile", str(REPO / "workflow" / "profiles" / "slurm"), "--slurm-no-account")
+
+    def job_table(text: str) -> str:
+        return text[text.index("Job stats:") :].split("\n\n")[0]
+
+    assert job_table(local.stdout) == job_table(slurm.stdout)
+    assert "rl_chunk             4" in job_table(local.stdout)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"rl": {"chunk_steps": 0}}, "chunk_steps"),
+        ({"rl": {"snapshot_every": 3}}, "rl.snapshot_every: 3 does not divide rl.chunk_steps 4"),
+        ({"task": {"dataset": "no_such_task"}}, "no_such_task"),
+        ({"model": {"source": "local", "path": "missing/model"}}, "model.path"),
+    ],
+)
+def test_bad_config_is_rejected_before_anything_runs(tmp_path: Path, change: dict, message: str):
+    directory = workdir(tmp_path)
+    config = yaml.safe_load((directory / "config" / "test.yaml").read_text())
+    for section, values in change.items():
+        config[section].update(values)
+    (directory / "config" / "test.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(directory, "--cores", "1", check=False)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert not (directory / "results").exists()
