@@ -79,6 +79,8 @@ def _outputs(results: Path) -> dict[str, object]:
     found: dict[str, object] = {}
     for path in sorted(results.rglob("*")):
         relative = str(path.relative_to(results))
+        if relative.startswith("mlartifacts"):  # tracking copies, keyed by run id
+            continue
         if path.name == "adapter_model.safetensors":
             found[relative] = load_file(path)
         elif path.name in ("metrics.parquet",):

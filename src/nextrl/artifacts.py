@@ -2,7 +2,9 @@
 
 Files and directories are written under a temporary sibling name in the same directory and moved into place
 with one ``os.replace`` / ``rename`` (atomic on POSIX within a filesystem); on any error the temporary is
-removed, so a killed or failed stage never leaves a partial artifact at the final path.
+removed, so a killed or failed stage never leaves a partial artifact at the final path. A stage killed with
+SIGKILL cannot clean up; the next writer of the same path removes such stale temporaries first (one job owns an
+output at a time, as Snakemake guarantees).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path next to ``final``; on success move it to ``final`` (file or directory)."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}.*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     target = temporary / final.name
     try:
