@@ -90,3 +90,8 @@ def summary_inputs(_):
             if arm in JUMP_ARMS:
                 inputs += [f"{round_dir(arm, seed, r)}/jump/selected" for r in range(LAST_ROUND)]
     return inputs
+
+
+def experiment_dir(_):
+    """results/<experiment> (the MLflow store lives there); a function, so the rules hold no hard-coded prefix."""
+    return RESULTS

@@ -3,7 +3,10 @@ rule data:
         directory(data_dir()),
     params:
         config=STAGE_CONFIG,
-        experiment_dir=RESULTS,
+        experiment_dir=experiment_dir,
+        nextrl=NEXTRL,
+    conda:
+        "../envs/cpu.yaml"
     log:
         f"{RESULTS}/logs/data.log",
     benchmark:
@@ -13,7 +16,7 @@ rule data:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{NEXTRL} data --config-json {params.config:q} --experiment-dir {params.experiment_dir} --output {output} > {log} 2>&1"
+        "{params.nextrl} data --config-json {params.config:q} --experiment-dir {params.experiment_dir} --output {output} > {log} 2>&1"
 
 
 rule base_model:
@@ -23,8 +26,11 @@ rule base_model:
         directory(base_dir()),
     params:
         config=STAGE_CONFIG,
-        experiment_dir=RESULTS,
+        experiment_dir=experiment_dir,
+        nextrl=NEXTRL,
     threads: config["threads"]
+    conda:
+        "../envs/cpu.yaml"
     log:
         f"{RESULTS}/logs/base_model.log",
     benchmark:
@@ -34,5 +40,5 @@ rule base_model:
         mem_mb=4000,
         runtime=60,
     shell:
-        "{NEXTRL} base-model --config-json {params.config:q} --experiment-dir {params.experiment_dir}"
+        "{params.nextrl} base-model --config-json {params.config:q} --experiment-dir {params.experiment_dir}"
         " --data {input} --output {output} > {log} 2>&1"

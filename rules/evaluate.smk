@@ -7,9 +7,12 @@ rule evaluate_test:
         f"{RESULTS}/{{arm}}/seed{{seed}}/round{{round}}/test.parquet",
     params:
         config=STAGE_CONFIG,
-        experiment_dir=RESULTS,
+        experiment_dir=experiment_dir,
+        nextrl=NEXTRL,
         start_model=start_model,
     threads: config["threads"]
+    conda:
+        "../envs/cpu.yaml"
     log:
         log_path("evaluate_test"),
     benchmark:
@@ -19,6 +22,6 @@ rule evaluate_test:
         mem_mb=4000,
         runtime=30,
     shell:
-        "{NEXTRL} evaluate --config-json {params.config:q} --experiment-dir {params.experiment_dir}"
+        "{params.nextrl} evaluate --config-json {params.config:q} --experiment-dir {params.experiment_dir}"
         " --start-model {params.start_model} --adapter {input.rl}/state/adapter --data {input.data} --split test"
         " --output {output} --arm {wildcards.arm} --seed {wildcards.seed} --round {wildcards.round} > {log} 2>&1"

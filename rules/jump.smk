@@ -8,7 +8,10 @@ rule trajectory:
         f"{RESULTS}/{{arm}}/seed{{seed}}/round{{round}}/trajectory.parquet",
     params:
         config=STAGE_CONFIG,
-        experiment_dir=RESULTS,
+        experiment_dir=experiment_dir,
+        nextrl=NEXTRL,
+    conda:
+        "../envs/cpu.yaml"
     log:
         log_path("trajectory"),
     benchmark:
@@ -18,7 +21,7 @@ rule trajectory:
         mem_mb=2000,
         runtime=30,
     shell:
-        "{NEXTRL} trajectory --config-json {params.config:q} --experiment-dir {params.experiment_dir}"
+        "{params.nextrl} trajectory --config-json {params.config:q} --experiment-dir {params.experiment_dir}"
         " --snapshots {input.rl}/snapshots --output {output}"
         " --arm {wildcards.arm} --seed {wildcards.seed} --round {wildcards.round} > {log} 2>&1"
 
@@ -31,8 +34,11 @@ rule fit:
         directory(f"{RESULTS}/{{arm}}/seed{{seed}}/round{{round}}/predictor"),
     params:
         config=STAGE_CONFIG,
-        experiment_dir=RESULTS,
+        experiment_dir=experiment_dir,
+        nextrl=NEXTRL,
     threads: config["threads"]
+    conda:
+        "../envs/cpu.yaml"
     log:
         log_path("fit"),
     benchmark:
@@ -42,7 +48,7 @@ rule fit:
         mem_mb=4000,
         runtime=60,
     shell:
-        "{NEXTRL} fit --config-json {params.config:q} --experiment-dir {params.experiment_dir}"
+        "{params.nextrl} fit --config-json {params.config:q} --experiment-dir {params.experiment_dir}"
         " --trajectory {input.trajectory} --evaluations {input.rl}/eval.parquet --output {output}"
         " --arm {wildcards.arm} --seed {wildcards.seed} --round {wildcards.round} > {log} 2>&1"
 
@@ -56,7 +62,10 @@ rule extrapolate:
         directory(f"{RESULTS}/{{arm}}/seed{{seed}}/round{{round}}/jump/candidates"),
     params:
         config=STAGE_CONFIG,
-        experiment_dir=RESULTS,
+        experiment_dir=experiment_dir,
+        nextrl=NEXTRL,
+    conda:
+        "../envs/cpu.yaml"
     log:
         log_path("extrapolate"),
     benchmark:
@@ -66,7 +75,7 @@ rule extrapolate:
         mem_mb=2000,
         runtime=30,
     shell:
-        "{NEXTRL} extrapolate --config-json {params.config:q} --experiment-dir {params.experiment_dir}"
+        "{params.nextrl} extrapolate --config-json {params.config:q} --experiment-dir {params.experiment_dir}"
         " --predictor {input.predictor} --trajectory {input.trajectory} --adapter {input.rl}/state/adapter"
         " --output {output} --arm {wildcards.arm} --seed {wildcards.seed} --round {wildcards.round} > {log} 2>&1"
 
@@ -80,9 +89,12 @@ rule select:
         directory(f"{RESULTS}/{{arm}}/seed{{seed}}/round{{round}}/jump/selected"),
     params:
         config=STAGE_CONFIG,
-        experiment_dir=RESULTS,
+        experiment_dir=experiment_dir,
+        nextrl=NEXTRL,
         start_model=start_model,
     threads: config["threads"]
+    conda:
+        "../envs/cpu.yaml"
     log:
         log_path("select"),
     benchmark:
@@ -92,6 +104,6 @@ rule select:
         mem_mb=4000,
         runtime=60,
     shell:
-        "{NEXTRL} select --config-json {params.config:q} --experiment-dir {params.experiment_dir}"
+        "{params.nextrl} select --config-json {params.config:q} --experiment-dir {params.experiment_dir}"
         " --start-model {params.start_model} --candidates {input.candidates} --data {input.data} --output {output}"
         " --arm {wildcards.arm} --seed {wildcards.seed} --round {wildcards.round} > {log} 2>&1"

@@ -7,10 +7,13 @@ rule rl_chunk:
         directory(f"{RESULTS}/{{arm}}/seed{{seed}}/round{{round}}/rl"),
     params:
         config=STAGE_CONFIG,
-        experiment_dir=RESULTS,
+        experiment_dir=experiment_dir,
+        nextrl=NEXTRL,
         start_model=start_model,
         resume=resume_state,
     threads: config["threads"]
+    conda:
+        "../envs/cpu.yaml"
     log:
         log_path("rl_chunk"),
     benchmark:
@@ -20,6 +23,6 @@ rule rl_chunk:
         mem_mb=4000,
         runtime=120,
     shell:
-        "{NEXTRL} rl-chunk --config-json {params.config:q} --experiment-dir {params.experiment_dir}"
+        "{params.nextrl} rl-chunk --config-json {params.config:q} --experiment-dir {params.experiment_dir}"
         " --start-model {params.start_model} --resume={params.resume} --data {input.data} --output {output}"
         " --arm {wildcards.arm} --seed {wildcards.seed} --round {wildcards.round} > {log} 2>&1"

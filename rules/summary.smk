@@ -5,7 +5,10 @@ rule summary:
         directory(summary_dir()),
     params:
         config=json.dumps(config),
-        experiment_dir=RESULTS,
+        experiment_dir=experiment_dir,
+        nextrl=NEXTRL,
+    conda:
+        "../envs/cpu.yaml"
     log:
         f"{RESULTS}/logs/summary.log",
     benchmark:
@@ -15,4 +18,4 @@ rule summary:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{NEXTRL} summary --config-json {params.config:q} --experiment-dir {params.experiment_dir} --output {output} > {log} 2>&1"
+        "{params.nextrl} summary --config-json {params.config:q} --experiment-dir {params.experiment_dir} --output {output} > {log} 2>&1"

@@ -28,7 +28,7 @@ def workdir(tmp_path: Path) -> Path:
 
 def snakemake(directory: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run([*SNAKEMAKE, "--directory", str(directory), "--configfile", "config/test.yaml", *args],
-                            capture_output=True, text=True, env=ENV, timeout=900)  # fmt: skip
+                            capture_output=True, text=True, env=ENV, timeout=900, cwd=directory)  # fmt: skip
     if check and result.returncode != 0:
         raise AssertionError(result.stdout[-4000:] + result.stderr[-4000:])
     return result
@@ -93,7 +93,8 @@ def _outputs(results: Path) -> dict[str, object]:
 def test_killed_rl_job_leaves_nothing_partial_and_rerun_matches(finished_run: Path, tmp_path: Path):
     directory = workdir(tmp_path)
     process = subprocess.Popen([*SNAKEMAKE, "--directory", str(directory), "--configfile", "config/test.yaml", "--cores", "1"],
-                               env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+                               env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                               cwd=directory)  # fmt: skip
     target = directory / "results" / "test" / "none" / "seed0" / "round1"
     deadline = time.time() + 600
     while time.time() < deadline and not any(target.glob(".rl.*.tmp/rl/snapshots/step_6")):
