@@ -28,7 +28,7 @@ Conventions shared by every public function:
 
 * Sign convention. A singular pair is only defined up to (u_i, v_i) → (−u_i, −v_i).
   Each triplet is flipped so that the entry of u_i with the largest absolute value is
-  positive (ties: the first such index). The rule is stateless, so the same delta gives
+  positive (entries within 0.1 % of the largest count as tied: the first decides). The rule is stateless, so the same delta gives
   the same (u, σ, v) whatever factors or checkpoint it came from, and σ_i u_i v_iᵀ is
   unchanged.
 * Numerical rank. Singular values at or below ``sqrt(max(m, n)) · eps(float32) ·
@@ -52,6 +52,8 @@ from dataclasses import dataclass
 import torch
 
 _FLOAT32_EPS = torch.finfo(torch.float32).eps
+SIGN_TIE_TOLERANCE = 1e-3
+"""Relative gap below which entries of u count as tied for the sign convention."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,8 +114,11 @@ def canonicalize_signs(u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, 
     """Apply the sign convention to singular vector pairs (columns of ``u`` and ``v``).
 
     Each pair (u_i, v_i) is negated when the entry of u_i with the largest absolute value
-    (first such index on ties) is negative, so that entry becomes positive. Zero columns
-    are left unchanged. The products u_i v_iᵀ are invariant.
+    is negative, so that entry becomes positive. Entries within ``SIGN_TIE_TOLERANCE``
+    (relative) of the largest count as tied and the first of them decides: Adam's first
+    steps move LoRA factors by ±lr, so u often has many entries of equal magnitude up to
+    float32 rounding, and a strict argmax would let that rounding pick the sign. Zero
+    columns are left unchanged. The products u_i v_iᵀ are invariant.
 
     Args:
         u: (m, k) left singular vectors.
@@ -129,8 +134,10 @@ def canonicalize_signs(u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, 
         )
     if u.shape[0] == 0:
         return u.clone(), v.clone()
-    # torch.argmax returns the first index among equal maxima.
-    dominant_rows = u.abs().argmax(dim=0, keepdim=True)
+    magnitudes = u.abs()
+    near_maximal = magnitudes >= magnitudes.amax(dim=0, keepdim=True) * (1 - SIGN_TIE_TOLERANCE)
+    # argmax over the boolean mask returns the first near-maximal index.
+    dominant_rows = near_maximal.to(torch.uint8).argmax(dim=0, keepdim=True)
     dominant_entries = u.gather(0, dominant_rows).squeeze(0)
     signs = torch.where(dominant_entries < 0, -1.0, 1.0).to(u.dtype)
     return u * signs, v * signs.to(v.dtype)
