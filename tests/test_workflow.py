@@ -130,7 +130,8 @@ def test_slurm_profile_plans_the_same_dag(tmp_path: Path):
         return text[text.index("Job stats:") :].split("\n\n")[0]
 
     assert job_table(local.stdout) == job_table(slurm.stdout)
-    assert "rl_chunk             4" in job_table(local.stdout)
+    assert "rl_chunk                 3" in job_table(local.stdout)  # round 0 is shared by both arms
+    assert "share_first_round        1" in job_table(local.stdout)
 
 
 @pytest.mark.parametrize(

@@ -67,6 +67,9 @@ def _benchmark_seconds(experiment_dir: Path, stage: str, arm: str, seed: int, ro
     total = 0.0
     for round_index in range(rounds):
         path = experiment_dir / "benchmarks" / stage / f"{arm}_seed{seed}_round{round_index}.tsv"
+        if not path.is_file() and stage == "rl_chunk" and round_index == 0:
+            # a jump arm's round 0 is the plain-RL chunk (rule share_first_round): count its RL time too
+            path = experiment_dir / "benchmarks" / stage / f"none_seed{seed}_round0.tsv"
         if path.is_file():
             total += float(pd.read_csv(path, sep="\t")["s"].iloc[0])
     return total
