@@ -82,7 +82,7 @@ def resume_state(w):
 
 
 def summary_inputs(_):
-    inputs = []
+    inputs = [f"{RESULTS}/base_eval/test.parquet"]
     for arm in config["arms"]:
         for seed in config["seeds"]:
             inputs += [f"{round_dir(arm, seed, r)}/rl" for r in range(config["rounds"])]

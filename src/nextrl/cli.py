@@ -78,7 +78,8 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> None:
     from nextrl.tracking import log_stage
 
     _threads(config)
-    accuracy = evaluate_final(Path(args.start_model), Path(args.adapter), Path(args.data), args.split, config, Path(args.output))
+    adapter = Path(args.adapter) if args.adapter else None
+    accuracy = evaluate_final(Path(args.start_model), adapter, Path(args.data), args.split, config, Path(args.output))
     log_stage(Path(args.experiment_dir), "evaluate", {"arm": args.arm, "seed": args.seed, "round": args.round},
               metrics={f"{args.split}_accuracy": accuracy}, artifacts=[Path(args.output)])  # fmt: skip
 
@@ -152,6 +153,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, dict[str, Any]], None], 
     "summary": (cmd_summary, ["output"]),
 }
 _INTEGER_OPTIONS = {"seed", "round"}
+_OPTIONAL_OPTIONS = {"resume", "adapter"}  # empty: fresh LoRA / the start model alone
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
             if option in _INTEGER_OPTIONS:
                 command.add_argument(flag, type=int, required=True)
             else:
-                command.add_argument(flag, required=option != "resume", default=None)
+                command.add_argument(flag, required=option not in _OPTIONAL_OPTIONS, default=None)
     return parser
 
 

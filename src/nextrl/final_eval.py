@@ -1,4 +1,4 @@
-"""The evaluate stage: accuracy of a final model (start model + its round's adapter) on one split, once.
+"""The evaluate stage: accuracy of a final model (start model + its round's adapter, or the base model alone) on one split, once.
 
 The test split is touched only here, once per (arm, seed) final model. Output Parquet: the per-item table of
 :func:`nextrl.evaluation.evaluate_split` (index, completion, reward); accuracy is its mean reward.
@@ -21,12 +21,14 @@ from nextrl.tasks import SPLITS, make_scorer
 
 
 def evaluate_final(
-    start_model: Path, adapter: Path, data_dir: Path, split: str, config: Mapping[str, Any], output: Path
+    start_model: Path, adapter: Path | None, data_dir: Path, split: str, config: Mapping[str, Any], output: Path
 ) -> float:
-    """Evaluate ``start_model`` with ``adapter`` on ``split`` greedily; write the per-item table; return accuracy."""
+    """Evaluate ``start_model`` (with ``adapter`` if given) on ``split`` greedily; write the per-item table."""
     if split not in SPLITS:
         raise ValueError(f"split: {split!r} is not one of {SPLITS}")
-    model = PeftModel.from_pretrained(load_model(start_model), adapter)
+    model = load_model(start_model)
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, adapter)
     model.eval()
     backend = HFGenerateBackend(model, load_tokenizer(start_model), config["eval"]["batch_size"])
     items = pd.read_parquet(data_dir / f"{split}.parquet")

@@ -40,7 +40,7 @@ from nextrl.evaluation import evaluate_split
 from nextrl.generation import HFGenerateBackend, Rollouts
 from nextrl.grpo_loss import kl_penalty, masked_aggregate, policy_loss, token_entropy, token_logprobs
 from nextrl.models import load_model, load_tokenizer
-from nextrl.tasks import make_scorer
+from nextrl.tasks import Scorer, make_scorer
 
 METRIC_COLUMNS = (
     "step", "reward_mean", "reward_std", "accuracy", "loss", "kl", "entropy",
@@ -162,7 +162,7 @@ def grpo_step(
     model: PeftModel,
     optimizer: torch.optim.Optimizer,
     backend: HFGenerateBackend,
-    scorer: Any,
+    scorer: Scorer,
     batch: pd.DataFrame,
     rl: Mapping[str, Any],
 ) -> dict[str, float]:

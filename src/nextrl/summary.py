@@ -13,7 +13,8 @@ Snakemake benchmark files of every job. Writes (atomically, as one directory):
   (in-process fit + selection time, excluding process start-up). Target = mean over seeds of the ``none``
   arm's final validation accuracy.
 * ``table.md`` / ``table.csv`` — per arm: mean steps-to-target and ratio, final test accuracy mean ± 95 % CI
-  over seeds (Student t), wall-clock RL vs overhead.
+  over seeds (Student t) and its gain over the base model's test accuracy (``base_eval/test.parquet``),
+  wall-clock RL vs overhead.
 * ``accuracy_vs_steps.png`` / ``.pdf`` — one thin line per seed, a thick line for the mean, per arm.
 """
 
@@ -172,6 +173,8 @@ def write_summary(experiment_dir: Path, config: Mapping[str, Any], output: Path)
     per_seed = per_seed_table(experiment_dir, curves, arms, seeds, rounds)
     table = arm_table(per_seed)
     base_accuracy = float(curves[(curves["step"] == 0)]["accuracy"].mean())
+    base_test_accuracy = float(pd.read_parquet(experiment_dir / "base_eval" / "test.parquet")["reward"].mean())
+    table.insert(table.columns.get_loc("test_accuracy_ci95") + 1, "test_gain_over_base", table["test_accuracy_mean"] - base_test_accuracy)
     with atomic_path(output) as staging:
         staging.mkdir()
         curves.to_parquet(staging / "curves.parquet", index=False)
@@ -179,7 +182,8 @@ def write_summary(experiment_dir: Path, config: Mapping[str, Any], output: Path)
         per_seed.to_csv(staging / "per_seed.csv", index=False)
         table.to_csv(staging / "table.csv", index=False)
         (staging / "table.md").write_text(
-            f"Base model validation accuracy: {base_accuracy:.3f}; target = mean final validation accuracy of "
+            f"Base model validation accuracy: {base_accuracy:.3f}, test accuracy: {base_test_accuracy:.3f}; "
+            f"target = mean final validation accuracy of "
             f"`none` = {per_seed['target'].iloc[0]:.3f}\n\n"
             + table.to_markdown(index=False, floatfmt=".3f") + "\n\nPer seed:\n\n"
             + per_seed.to_markdown(index=False, floatfmt=".3f") + "\n"

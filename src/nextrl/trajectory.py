@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from safetensors.torch import load_file
 
@@ -161,8 +162,6 @@ def extract_trajectory(
             if step + horizon in adapters:
                 add(step, module, "target", delta_triplets(adapters[step + horizon], current, module, triplets))
     table = pa.table(columns, schema=TRAJECTORY_SCHEMA)
-    import pyarrow.parquet as pq
-
     with atomic_path(output) as staging:
         pq.write_table(table, staging)
     return table.num_rows
