@@ -44,6 +44,8 @@ def test_chunked_rl_equals_one_continuous_run(tiny_setup, test_config, tmp_path)
     )
     evaluations = pd.read_parquet(tmp_path / "whole" / "eval.parquet")
     assert list(evaluations["step"]) == list(range(0, 2 * steps + 1))
+    resumed = pd.read_parquet(tmp_path / "round1" / "eval.parquet")
+    assert list(resumed["step"]) == list(range(steps + 1, 2 * steps + 1))  # its start was round 0's last snapshot
     assert list(evaluations.columns) == ["step", "split", "accuracy", "n_items"]
 
 

@@ -12,7 +12,7 @@ Output directory (written atomically as a whole)::
     state/adapter/          the adapter at the chunk's end
     state/training_state.pt optimizer state, torch RNG state, data cursor, global step
     metrics.parquet         one row per RL step (METRIC_COLUMNS)
-    eval.parquet            validation accuracy at the chunk start and at every snapshot (EVAL_COLUMNS)
+    eval.parquet            validation accuracy at every snapshot, and at the start unless resumed (EVAL_COLUMNS)
 
 Exact resume: a chunk that starts from ``state/`` of the previous chunk continues bit-identically to one
 process running all steps (same seed, CPU, same thread count): the data order is a pure function of
@@ -132,7 +132,8 @@ def run_rl_chunk(
 
     with atomic_path(output) as staging:
         staging.mkdir()
-        evaluations = [validation_accuracy(first_step)]
+        # A resumed chunk starts from the previous chunk's last snapshot, which that chunk already evaluated.
+        evaluations = [] if resume_state is not None else [validation_accuracy(first_step)]
         metrics = []
         progress = tqdm(range(first_step + 1, first_step + rl["chunk_steps"] + 1), desc=f"RL round {round_index}", mininterval=2.0)
         for step in progress:
@@ -146,7 +147,7 @@ def run_rl_chunk(
             if (step - first_step) % rl["snapshot_every"] == 0:
                 model.save_pretrained(staging / "snapshots" / f"step_{step}", safe_serialization=True)
                 evaluations.append(validation_accuracy(step))
-            progress.set_postfix(reward=f"{row['reward_mean']:.3f}", val_acc=f"{evaluations[-1]['accuracy']:.3f}")
+            progress.set_postfix(reward=f"{row['reward_mean']:.3f}", val_acc=f"{evaluations[-1]['accuracy']:.3f}" if evaluations else "-")
         progress.close()
         last_step = first_step + rl["chunk_steps"]
         model.save_pretrained(staging / "state" / "adapter", safe_serialization=True)

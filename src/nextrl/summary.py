@@ -33,16 +33,18 @@ from nextrl.artifacts import atomic_path
 OVERHEAD_STAGES = ("trajectory", "fit", "extrapolate", "select")
 
 
-def learning_curves(experiment_dir: Path, arms: list[str], seeds: list[int], rounds: int) -> pd.DataFrame:
+def learning_curves(
+    experiment_dir: Path, arms: list[str], seeds: list[int], rounds: int, chunk_steps: int
+) -> pd.DataFrame:
     frames = []
     for arm in arms:
         for seed in seeds:
             for round_index in range(rounds):
                 evaluations = pd.read_parquet(experiment_dir / arm / f"seed{seed}" / f"round{round_index}" / "rl" / "eval.parquet")
-                evaluations = evaluations.assign(arm=arm, seed=seed, round=round_index, point="snapshot")
-                evaluations.loc[evaluations.index[0], "point"] = "start"
-                if round_index > 0 and arm == "none":
-                    evaluations = evaluations.iloc[1:]  # same model as the previous round's last snapshot
+                # Only a chunk that did not resume evaluates its start (step r·C); resumed chunks hold snapshots only.
+                starts = evaluations["step"] == round_index * chunk_steps
+                point = starts.map({True: "start", False: "snapshot"})
+                evaluations = evaluations.assign(arm=arm, seed=seed, round=round_index, point=point)
                 frames.append(evaluations)
     return pd.concat(frames, ignore_index=True)[["arm", "seed", "round", "step", "accuracy", "point"]]
 
@@ -169,7 +171,7 @@ def plot_curves(curves: pd.DataFrame, base_accuracy: float, path_stem: Path) -> 
 def write_summary(experiment_dir: Path, config: Mapping[str, Any], output: Path) -> pd.DataFrame:
     """Write the summary directory; returns the per-arm table."""
     arms, seeds, rounds = list(config["arms"]), list(config["seeds"]), int(config["rounds"])
-    curves = learning_curves(experiment_dir, arms, seeds, rounds)
+    curves = learning_curves(experiment_dir, arms, seeds, rounds, int(config["rl"]["chunk_steps"]))
     per_seed = per_seed_table(experiment_dir, curves, arms, seeds, rounds)
     table = arm_table(per_seed)
     base_accuracy = float(curves[(curves["step"] == 0)]["accuracy"].mean())
