@@ -1,26 +1,33 @@
-# Path helpers and input functions; the predict–extend loop lives here (round r consumes round r−1).
+# The results layout and the predict–extend loop (round r consumes round r−1): the one owner of every path.
 import json
 import os
 import sys
 
 from snakemake.utils import validate
 
+import nextrl  # noqa: F401  (sets the offline / no-telemetry environment for every job)
 from nextrl.config import check_cross_keys
 
 validate(config, schema="../workflow/schemas/config.schema.yaml", set_default=True)
 check_cross_keys(config)
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("DO_NOT_TRACK", "true")
-
 RESULTS = f"results/{config['experiment']}"
+ROUND = f"{RESULTS}/{{arm}}/seed{{seed}}/round{{round}}"
 LAST_ROUND = config["rounds"] - 1
 JUMP_ARMS = [arm for arm in config["arms"] if arm != "none"]
+CARRY = config["jump"]["continuation"] == "carry"
 # Keys that only shape the DAG stay out of the stages' config, so raising them re-runs nothing old.
 STAGE_CONFIG = json.dumps({key: value for key, value in config.items() if key not in ("seeds", "arms", "rounds")})
-# The interpreter running Snakemake runs the stages too (the project venv, wherever it lives).
-NEXTRL = f"{sys.executable} -m nextrl.cli"
+# What every stage call shares; the interpreter running Snakemake runs the stages too (the project venv).
+STAGE = {"config": STAGE_CONFIG, "experiment_dir": RESULTS, "nextrl": f"{sys.executable} -m nextrl.cli"}
+RUN = " --arm {wildcards.arm} --seed {wildcards.seed} --round {wildcards.round}"
+LOG = " > {log} 2>&1"
+
+
+def call(stage, *options):
+    """The shell command of a stage: `nextrl <stage>` with the shared options, ``options`` and its log."""
+    shared = "{params.nextrl} " + stage + " --config-json {params.config:q} --experiment-dir {params.experiment_dir}"
+    return " ".join([shared, *options]) + LOG
 
 
 wildcard_constraints:
@@ -33,65 +40,92 @@ def round_dir(arm, seed, round_index):
     return f"{RESULTS}/{arm}/seed{seed}/round{round_index}"
 
 
-def run_dir(w):
-    return round_dir(w.arm, w.seed, w.round)
-
-
 def log_path(stage):
     return f"{RESULTS}/logs/{stage}/{{arm}}_seed{{seed}}_round{{round}}.log"
 
 
-def benchmark_path(stage):
-    return f"{RESULTS}/benchmarks/{stage}/{{arm}}_seed{{seed}}_round{{round}}.tsv"
+def benchmark_path(stage, arm="{arm}", seed="{seed}", round_index="{round}"):
+    return f"{RESULTS}/benchmarks/{stage}/{arm}_seed{seed}_round{round_index}.tsv"
 
 
-def data_dir():
-    return f"{RESULTS}/data"
+DATA = f"{RESULTS}/data"
+BASE = f"{RESULTS}/base"
+BASE_TEST = f"{RESULTS}/base_eval/test.parquet"
+SUMMARY = f"{RESULTS}/summary"
 
 
-def base_dir():
-    return f"{RESULTS}/base"
+def previous_round(w):
+    return round_dir(w.arm, w.seed, int(w.round) - 1)
 
 
-def summary_dir():
-    return f"{RESULTS}/summary"
+def jumped_into(w):
+    """Whether round r starts from a jump (a jump arm after round 0)."""
+    return w.arm != "none" and int(w.round) > 0
 
 
-def start_input(w):
-    """Round r's start model: the base model, or (jump arms) round r−1's selected, merged candidate."""
-    r = int(w.round)
-    if w.arm == "none" or r == 0:
-        return base_dir()
-    return f"{round_dir(w.arm, w.seed, r - 1)}/jump/selected"
+def start_dir(w):
+    """The output holding round r's start model: the base model, or (jump arms) round r−1's selected jump."""
+    return f"{previous_round(w)}/jump/selected" if jumped_into(w) else BASE
 
 
 def start_model(w):
-    start = start_input(w)
-    return start if start == base_dir() else f"{start}/model"
+    return f"{start_dir(w)}/model" if jumped_into(w) else BASE
 
 
-def resume_input(w):
-    """Plain RL resumes the previous round's full training state, so chunked RL equals one continuous run."""
-    r = int(w.round)
-    return [f"{round_dir(w.arm, w.seed, r - 1)}/rl"] if w.arm == "none" and r > 0 else []
+def start_offset(w):
+    """The start model's low-rank offset from the base model ("" = none: the base model itself)."""
+    return f"{previous_round(w)}/jump/selected/offset.safetensors" if jumped_into(w) else ""
 
 
 def resume_state(w):
-    inputs = resume_input(w)
-    return f"{inputs[0]}/state" if inputs else ""
+    """Every round after the first resumes the previous round's training state (cursor, RNG; and LoRA + AdamW
+    unless jump.continuation is fresh)."""
+    return f"{previous_round(w)}/rl/state" if int(w.round) > 0 else ""
+
+
+def jump_selection(w):
+    return f"{previous_round(w)}/jump/selected/selection.parquet" if jumped_into(w) else ""
+
+
+def start_adapter(w):
+    """The adapter a round's LoRA continues from ("" = a fresh LoRA)."""
+    continues = int(w.round) > 0 and (CARRY or w.arm == "none")
+    return f"{previous_round(w)}/rl/state/adapter" if continues else ""
+
+
+def previous_rl(w):
+    """The previous round's RL chunk (its state and adapter), after round 0."""
+    return [f"{previous_round(w)}/rl"] if int(w.round) > 0 else []
+
+
+def summary_manifest():
+    """Every artifact the summary reads, per (arm, seed, round), with the paths this file owns."""
+    runs = []
+    for arm in config["arms"]:
+        for seed in config["seeds"]:
+            for r in range(config["rounds"]):
+                here = round_dir(arm, seed, r)
+                jumps = arm != "none" and r < LAST_ROUND
+                rl_arm = "none" if arm != "none" and r == 0 else arm  # round 0 is shared (share_first_round)
+                overhead = ["trajectory", "fit", "extrapolate", "select"]
+                runs.append({
+                    "arm": arm, "seed": seed, "round": r, "rl": f"{here}/rl",
+                    "selection": f"{here}/jump/selected/selection.parquet" if jumps else None,
+                    "fit": f"{here}/predictor/fit.json" if jumps else None,
+                    "heldout": f"{here}/heldout.parquet" if jumps else None,
+                    "test": f"{here}/test.parquet" if r == LAST_ROUND else None,
+                    "rl_benchmark": benchmark_path("rl_chunk", rl_arm, seed, r),
+                    "overhead_benchmarks": [benchmark_path(stage, arm, seed, r) for stage in overhead] if jumps else [],
+                })  # fmt: skip
+    return {"base_test": BASE_TEST, "runs": runs}
 
 
 def summary_inputs(_):
-    inputs = [f"{RESULTS}/base_eval/test.parquet"]
-    for arm in config["arms"]:
-        for seed in config["seeds"]:
-            inputs += [f"{round_dir(arm, seed, r)}/rl" for r in range(config["rounds"])]
-            inputs.append(f"{round_dir(arm, seed, LAST_ROUND)}/test.parquet")
-            if arm in JUMP_ARMS:
-                inputs += [f"{round_dir(arm, seed, r)}/jump/selected" for r in range(LAST_ROUND)]
-    return inputs
-
-
-def experiment_dir(_):
-    """results/<experiment> (the MLflow store lives there); a function, so the rules hold no hard-coded prefix."""
-    return RESULTS
+    """The outputs (files or directories) that hold the manifest's files."""
+    manifest = summary_manifest()
+    paths = [manifest["base_test"]]
+    for run in manifest["runs"]:
+        paths += [run["rl"]] + [run[key] for key in ("heldout", "test") if run[key]]
+        if run["selection"]:
+            paths += [os.path.dirname(run["selection"]), os.path.dirname(run["fit"])]
+    return paths

@@ -1,44 +1,33 @@
 rule data:
     output:
-        directory(data_dir()),
+        directory(DATA),
     params:
-        config=STAGE_CONFIG,
-        experiment_dir=experiment_dir,
-        nextrl=NEXTRL,
-    conda:
-        "../envs/cpu.yaml"
+        **STAGE,
     log:
         f"{RESULTS}/logs/data.log",
     benchmark:
         f"{RESULTS}/benchmarks/data.tsv"
-    resources:
-        gpu=0,
-        mem_mb=2000,
-        runtime=10,
+    conda:
+        "../envs/cpu.yaml"
     shell:
-        "{params.nextrl} data --config-json {params.config:q} --experiment-dir {params.experiment_dir} --output {output} > {log} 2>&1"
+        call("data", "--output {output}")
 
 
 rule base_model:
     input:
-        data_dir(),
+        DATA,
     output:
-        directory(base_dir()),
+        directory(BASE),
     params:
-        config=STAGE_CONFIG,
-        experiment_dir=experiment_dir,
-        nextrl=NEXTRL,
+        **STAGE,
     threads: config["threads"]
-    conda:
-        "../envs/cpu.yaml"
     log:
         f"{RESULTS}/logs/base_model.log",
     benchmark:
         f"{RESULTS}/benchmarks/base_model.tsv"
     resources:
-        gpu=0,
-        mem_mb=4000,
         runtime=60,
+    conda:
+        "../envs/cpu.yaml"
     shell:
-        "{params.nextrl} base-model --config-json {params.config:q} --experiment-dir {params.experiment_dir}"
-        " --data {input} --output {output} > {log} 2>&1"
+        call("base_model", "--data {input} --output {output}")

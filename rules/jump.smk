@@ -1,109 +1,121 @@
-# The jump between rounds of an extrapolating arm: trajectory → fit → extrapolate → select.
+# The jump between rounds of an extrapolating arm: trajectory → fit → extrapolate → select, and the held-out check.
 
 
 rule trajectory:
     input:
-        rl=f"{RESULTS}/{{arm}}/seed{{seed}}/round{{round}}/rl",
+        rl=f"{ROUND}/rl",
+        previous=previous_rl,
+        start=start_dir,
     output:
-        f"{RESULTS}/{{arm}}/seed{{seed}}/round{{round}}/trajectory.parquet",
+        f"{ROUND}/trajectory.parquet",
     params:
-        config=STAGE_CONFIG,
-        experiment_dir=experiment_dir,
-        nextrl=NEXTRL,
-    conda:
-        "../envs/cpu.yaml"
+        **STAGE,
+        start_adapter=start_adapter,
+        offset=start_offset,
     log:
         log_path("trajectory"),
     benchmark:
         benchmark_path("trajectory")
-    resources:
-        gpu=0,
-        mem_mb=2000,
-        runtime=30,
+    conda:
+        "../envs/cpu.yaml"
     shell:
-        "{params.nextrl} trajectory --config-json {params.config:q} --experiment-dir {params.experiment_dir}"
-        " --snapshots {input.rl}/snapshots --output {output}"
-        " --arm {wildcards.arm} --seed {wildcards.seed} --round {wildcards.round} > {log} 2>&1"
+        call(
+            "trajectory",
+            "--snapshots {input.rl}/snapshots --start-adapter={params.start_adapter} --offset={params.offset}",
+            "--output {output}" + RUN,
+        )
 
 
 rule fit:
     input:
-        trajectory=f"{RESULTS}/{{arm}}/seed{{seed}}/round{{round}}/trajectory.parquet",
-        rl=f"{RESULTS}/{{arm}}/seed{{seed}}/round{{round}}/rl",
+        trajectory=f"{ROUND}/trajectory.parquet",
+        rl=f"{ROUND}/rl",
     output:
-        directory(f"{RESULTS}/{{arm}}/seed{{seed}}/round{{round}}/predictor"),
+        directory(f"{ROUND}/predictor"),
     params:
-        config=STAGE_CONFIG,
-        experiment_dir=experiment_dir,
-        nextrl=NEXTRL,
+        **STAGE,
     threads: config["threads"]
-    conda:
-        "../envs/cpu.yaml"
     log:
         log_path("fit"),
     benchmark:
         benchmark_path("fit")
-    resources:
-        gpu=0,
-        mem_mb=4000,
-        runtime=60,
+    conda:
+        "../envs/cpu.yaml"
     shell:
-        "{params.nextrl} fit --config-json {params.config:q} --experiment-dir {params.experiment_dir}"
-        " --trajectory {input.trajectory} --evaluations {input.rl}/eval.parquet --output {output}"
-        " --arm {wildcards.arm} --seed {wildcards.seed} --round {wildcards.round} > {log} 2>&1"
+        call("fit", "--trajectory {input.trajectory} --evaluations {input.rl}/eval.parquet --output {output}" + RUN)
 
 
 rule extrapolate:
     input:
-        predictor=f"{RESULTS}/{{arm}}/seed{{seed}}/round{{round}}/predictor",
-        trajectory=f"{RESULTS}/{{arm}}/seed{{seed}}/round{{round}}/trajectory.parquet",
-        rl=f"{RESULTS}/{{arm}}/seed{{seed}}/round{{round}}/rl",
+        predictor=f"{ROUND}/predictor",
+        trajectory=f"{ROUND}/trajectory.parquet",
+        rl=f"{ROUND}/rl",
     output:
-        directory(f"{RESULTS}/{{arm}}/seed{{seed}}/round{{round}}/jump/candidates"),
+        directory(f"{ROUND}/jump/candidates"),
     params:
-        config=STAGE_CONFIG,
-        experiment_dir=experiment_dir,
-        nextrl=NEXTRL,
-    conda:
-        "../envs/cpu.yaml"
+        **STAGE,
     log:
         log_path("extrapolate"),
     benchmark:
         benchmark_path("extrapolate")
-    resources:
-        gpu=0,
-        mem_mb=2000,
-        runtime=30,
+    conda:
+        "../envs/cpu.yaml"
     shell:
-        "{params.nextrl} extrapolate --config-json {params.config:q} --experiment-dir {params.experiment_dir}"
-        " --predictor {input.predictor} --trajectory {input.trajectory} --adapter {input.rl}/state/adapter"
-        " --output {output} --arm {wildcards.arm} --seed {wildcards.seed} --round {wildcards.round} > {log} 2>&1"
+        call(
+            "extrapolate",
+            "--predictor {input.predictor} --trajectory {input.trajectory} --adapter {input.rl}/state/adapter",
+            "--output {output}" + RUN,
+        )
 
 
 rule select:
     input:
-        data=data_dir(),
-        start=start_input,
-        candidates=f"{RESULTS}/{{arm}}/seed{{seed}}/round{{round}}/jump/candidates",
+        data=DATA,
+        start=start_dir,
+        rl=f"{ROUND}/rl",
+        candidates=f"{ROUND}/jump/candidates",
     output:
-        directory(f"{RESULTS}/{{arm}}/seed{{seed}}/round{{round}}/jump/selected"),
+        directory(f"{ROUND}/jump/selected"),
     params:
-        config=STAGE_CONFIG,
-        experiment_dir=experiment_dir,
-        nextrl=NEXTRL,
+        **STAGE,
         start_model=start_model,
+        start_offset=start_offset,
     threads: config["threads"]
-    conda:
-        "../envs/cpu.yaml"
     log:
         log_path("select"),
     benchmark:
         benchmark_path("select")
-    resources:
-        gpu=0,
-        mem_mb=4000,
-        runtime=60,
+    conda:
+        "../envs/cpu.yaml"
     shell:
-        "{params.nextrl} select --config-json {params.config:q} --experiment-dir {params.experiment_dir}"
-        " --start-model {params.start_model} --candidates {input.candidates} --data {input.data} --output {output}"
-        " --arm {wildcards.arm} --seed {wildcards.seed} --round {wildcards.round} > {log} 2>&1"
+        call(
+            "select",
+            "--start-model {params.start_model} --start-offset={params.start_offset} --adapter {input.rl}/state/adapter",
+            "--candidates {input.candidates} --data {input.data} --output {output}" + RUN,
+        )
+
+
+rule heldout:
+    input:
+        rl=f"{ROUND}/rl",
+        previous=previous_rl,
+        start=start_dir,
+    output:
+        f"{ROUND}/heldout.parquet",
+    params:
+        **STAGE,
+        start_adapter=start_adapter,
+        offset=start_offset,
+    threads: config["threads"]
+    log:
+        log_path("heldout"),
+    benchmark:
+        benchmark_path("heldout")
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        call(
+            "heldout",
+            "--snapshots {input.rl}/snapshots --start-adapter={params.start_adapter} --offset={params.offset}",
+            "--evaluations {input.rl}/eval.parquet --output {output}" + RUN,
+        )

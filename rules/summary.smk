@@ -1,21 +1,20 @@
+localrules:
+    summary,
+
+
 rule summary:
     input:
         summary_inputs,
     output:
-        directory(summary_dir()),
+        directory(SUMMARY),
     params:
-        config=json.dumps(config),
-        experiment_dir=experiment_dir,
-        nextrl=NEXTRL,
-    conda:
-        "../envs/cpu.yaml"
+        **STAGE,
+        manifest=json.dumps(summary_manifest()),
     log:
         f"{RESULTS}/logs/summary.log",
     benchmark:
         f"{RESULTS}/benchmarks/summary.tsv"
-    resources:
-        gpu=0,
-        mem_mb=2000,
-        runtime=10,
+    conda:
+        "../envs/cpu.yaml"
     shell:
-        "{params.nextrl} summary --config-json {params.config:q} --experiment-dir {params.experiment_dir} --output {output} > {log} 2>&1"
+        call("summary", "--manifest {params.manifest:q} --output {output}")

@@ -48,14 +48,10 @@ def test_config() -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def tiny_setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Data splits and a warm-started tiny base model for config/test.yaml, built once per session."""
-    from nextrl.base_model import build_base_model
-    from nextrl.tasks import build_splits
+    from nextrl.stages import base_model, data
 
     config = load_test_config()
     root = tmp_path_factory.mktemp("tiny")
-    data = root / "data"
-    data.mkdir()
-    for name, frame in build_splits(config["task"]).items():
-        frame.to_parquet(data / f"{name}.parquet", index=False)
-    build_base_model(config, data, root / "base")
-    return {"data": data, "base": root / "base", "root": root}
+    data.run(config, output=root / "data")
+    base_model.run(config, data=root / "data", output=root / "base")
+    return {"data": root / "data", "base": root / "base", "root": root}

@@ -47,16 +47,26 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
     return config
 
 
+def extrapolator_names(schema_path: Path = SCHEMA_PATH) -> list[str]:
+    """The extrapolators the schema has an options block for (each is a key of nextrl.extrapolators.REGISTRY)."""
+    schema = yaml.safe_load(schema_path.read_text())
+    return sorted(schema["properties"]["extrapolators"]["properties"])
+
+
 def check_cross_keys(config: Mapping[str, Any]) -> None:
-    """Rules that involve several keys (the schema checks each key alone)."""
+    """Rules that involve several keys or outside knowledge (the schema checks each key alone)."""
+    known = ["none", *extrapolator_names()]
+    for arm in config["arms"]:
+        if arm not in known:
+            raise ConfigError(f"config key arms: unknown extrapolator {arm!r}; known: {known}")
     rl = config["rl"]
     if rl["chunk_steps"] % rl["snapshot_every"]:
         raise ConfigError(
             f"config key rl.snapshot_every: {rl['snapshot_every']} does not divide rl.chunk_steps {rl['chunk_steps']}"
         )
-    horizon = config["next"]["horizon"]
+    horizon = config["jump"]["horizon"]
     if horizon % rl["snapshot_every"]:
-        raise ConfigError(f"config key next.horizon: {horizon} is not a multiple of rl.snapshot_every {rl['snapshot_every']}")
+        raise ConfigError(f"config key jump.horizon: {horizon} is not a multiple of rl.snapshot_every {rl['snapshot_every']}")
     model = config["model"]
     if model["source"] == "local":
         if not model.get("path"):
@@ -68,18 +78,27 @@ def check_cross_keys(config: Mapping[str, Any]) -> None:
         for key in ("shape", "warm_start"):
             if key not in model:
                 raise ConfigError(f"config key model.{key}: required when model.source is 'tiny'")
-    task = config["task"]
+    _check_task(config["task"])
+
+
+def _check_task(task: Mapping[str, Any]) -> None:
+    from nextrl.tasks import TaskError, check_split_seeds, check_task_params
+
     needed = ("dataset", "sizes", "split_seeds") if task["source"] == "reasoning_gym" else ("path", "fractions")
     for key in needed:
         if key not in task:
             raise ConfigError(f"config key task.{key}: required when task.source is {task['source']!r}")
     if task["source"] == "reasoning_gym":
-        import reasoning_gym.factory
-
-        if task["dataset"] not in reasoning_gym.factory.DATASETS:
-            raise ConfigError(f"config key task.dataset: unknown reasoning-gym task {task['dataset']!r}")
-    elif not Path(task["path"]).is_file():
-        raise ConfigError(f"config key task.path: task file {task['path']} does not exist")
+        try:
+            check_task_params(task["dataset"], task.get("params", {}))
+            check_split_seeds(task["split_seeds"], task["sizes"])
+        except TaskError as error:
+            raise ConfigError(f"config key {error}") from None
+    else:
+        if not Path(task["path"]).is_file():
+            raise ConfigError(f"config key task.path: task file {task['path']} does not exist")
+        if sum(task["fractions"].values()) >= 1:
+            raise ConfigError(f"config key task.fractions: {dict(task['fractions'])} leave no train split (sum ≥ 1)")
 
 
 def load_config(path: Path) -> dict[str, Any]:

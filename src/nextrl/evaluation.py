@@ -8,7 +8,12 @@ from __future__ import annotations
 import pandas as pd
 from tqdm import tqdm
 
-from nextrl.generation import GenerationBackend
+from collections.abc import Mapping
+from typing import Any
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from nextrl.generation import GenerationBackend, HFGenerateBackend
 from nextrl.tasks import Scorer
 
 
@@ -35,3 +40,16 @@ def evaluate_split(
         progress.set_postfix(accuracy=f"{correct / len(rows):.3f}")
     progress.close()
     return pd.DataFrame(rows, columns=["index", "completion", "reward"])
+
+
+def evaluate_model(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    items: pd.DataFrame,
+    scorer: Scorer,
+    evaluation: Mapping[str, Any],
+    description: str = "eval",
+) -> pd.DataFrame:
+    """:func:`evaluate_split` of ``model`` with the config's ``eval`` settings (batch size, response length)."""
+    backend = HFGenerateBackend(model, tokenizer, evaluation["batch_size"])
+    return evaluate_split(backend, items, scorer, evaluation["max_new_tokens"], evaluation["batch_size"], description)

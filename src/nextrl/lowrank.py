@@ -30,7 +30,10 @@ Conventions shared by every public function:
   Each triplet is flipped so that the entry of u_i with the largest absolute value is
   positive (entries within 0.1 % of the largest count as tied: the first decides). The rule is stateless, so the same delta gives
   the same (u, σ, v) whatever factors or checkpoint it came from, and σ_i u_i v_iᵀ is
-  unchanged.
+  unchanged. A stateless rule is not enough along a trajectory (method.md §4: it stored
+  25 % of consecutive same-direction triplets with flipped signs), so trajectories apply
+  :func:`align_signs` to each snapshot against the previous one; the stateless rule only
+  fixes the first.
 * Numerical rank. Singular values at or below ``sqrt(max(m, n)) · eps(float32) ·
   ‖left‖₂ ‖right‖₂`` are treated as zero; ``Triplets.spectrum`` holds the singular
   values above it, so its length is the numerical rank (≤ q). The bound is relative to
@@ -140,6 +143,25 @@ def canonicalize_signs(u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, 
     dominant_rows = near_maximal.to(torch.uint8).argmax(dim=0, keepdim=True)
     dominant_entries = u.gather(0, dominant_rows).squeeze(0)
     signs = torch.where(dominant_entries < 0, -1.0, 1.0).to(u.dtype)
+    return u * signs, v * signs.to(v.dtype)
+
+
+def align_signs(
+    u: torch.Tensor, v: torch.Tensor, u_previous: torch.Tensor, v_previous: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flip each pair (u_i, v_i) so that it agrees with the previous snapshot's pair i of the same delta kind.
+
+    The sign-free overlap u_i·u_prev_i + v_i·v_prev_i changes sign with the flip (method.md §4), so the pair is
+    negated when it is negative; when it is exactly zero (orthogonal, or a zero column on either side) the pair
+    keeps its stateless sign. σ_i u_i v_iᵀ is unchanged.
+    """
+    if u.shape != u_previous.shape or v.shape != v_previous.shape:
+        raise ValueError(
+            f"cannot align signs across different shapes: u {tuple(u.shape)} vs {tuple(u_previous.shape)}, "
+            f"v {tuple(v.shape)} vs {tuple(v_previous.shape)}"
+        )
+    overlap = (u * u_previous).sum(dim=0) + (v * v_previous).sum(dim=0)
+    signs = torch.where(overlap < 0, -1.0, 1.0).to(u.dtype)
     return u * signs, v * signs.to(v.dtype)
 
 

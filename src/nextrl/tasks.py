@@ -4,8 +4,10 @@ Two task sources:
 
 * ``reasoning_gym`` — a procedural reasoning-gym dataset (e.g. ``chain_sum``), scored with reasoning-gym's own
   ``score_answer`` on the extracted answer. Each split is generated from its own seed; the seeds must be far apart
-  because item i of seed s equals item i−1 of seed s+1, and every split is de-duplicated by prompt and against the
-  splits before it, so no prompt appears in two splits.
+  because item i of seed s equals item i−1 of seed s+1 (:func:`check_split_seeds` refuses seeds closer than the
+  split sizes), and every split is de-duplicated by prompt and against the splits before it, so no prompt appears
+  in two splits. ``task.params`` are checked against the dataset's config dataclass before anything runs
+  (:func:`check_task_params`).
 * ``local_file`` — a jsonl or Parquet file with a question and an answer column (GSM8K / MATH style), split by a
   seeded permutation after de-duplication, scored with math-verify (``verify(gold, parse(completion))``).
 
@@ -24,7 +26,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-SPLITS = ("train", "validation", "test")
+from nextrl.type_hints import matches_type
+
+SPLITS = ("train", "selection", "validation", "test")
+"""selection chooses α (the only split select reads); validation draws the curves and steps-to-target; test is
+touched once per final model. Built in this order, each de-duplicated against the ones before it."""
 SPLIT_COLUMNS = ("index", "prompt", "answer", "entry")
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
@@ -48,7 +54,57 @@ def build_splits(task: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     for name, frame in splits.items():
         if frame.empty:
             raise TaskError(f"task: the {name} split is empty after de-duplication (check task.sizes / the task file)")
+    check_disjoint(splits, "task")
     return splits
+
+
+def check_task_params(dataset: str, params: Mapping[str, Any]) -> None:
+    """Refuse ``task.params`` the reasoning-gym dataset's config dataclass would not take, naming the key.
+
+    Unknown keys, ``seed``/``size`` (set by ``task.split_seeds``/``task.sizes``) and values of the wrong type
+    (a string or bool where the field is a number, …) are errors; then the config's own ``validate()`` runs.
+    """
+    import dataclasses
+    import typing
+
+    import reasoning_gym.factory
+
+    if dataset not in reasoning_gym.factory.DATASETS:
+        raise TaskError(f"task.dataset: unknown reasoning-gym task {dataset!r}")
+    config_class = reasoning_gym.factory.DATASETS[dataset][1]
+    hints = typing.get_type_hints(config_class)
+    fields = {field.name for field in dataclasses.fields(config_class)} - {"seed", "size"}
+    for key, value in params.items():
+        if key not in fields:
+            raise TaskError(f"task.params.{key}: not a parameter of {dataset!r} (known: {sorted(fields)})")
+        if not matches_type(value, hints[key]):
+            raise TaskError(f"task.params.{key}: {value!r} is not of type {hints[key]} ({dataset!r})")
+    try:
+        config_class(**params).validate()
+    except (AssertionError, ValueError, TypeError) as error:
+        raise TaskError(f"task.params: reasoning-gym refuses {dict(params)} for {dataset!r}: {error}") from error
+
+
+def check_split_seeds(split_seeds: Mapping[str, int], sizes: Mapping[str, int]) -> None:
+    """Refuse split seeds closer than the splits' sizes: item i of seed s equals item i−1 of seed s+1, so such
+    splits would overlap (and lose most of their items to de-duplication)."""
+    for position, first in enumerate(SPLITS):
+        for second in SPLITS[position + 1 :]:
+            gap = abs(split_seeds[first] - split_seeds[second])
+            if gap < max(sizes[first], sizes[second]):
+                raise TaskError(
+                    f"task.split_seeds.{second}: {split_seeds[second]} is within {gap} of task.split_seeds.{first} "
+                    f"({split_seeds[first]}), closer than the split sizes: the {second} split would overlap {first}"
+                )
+
+
+def check_disjoint(splits: Mapping[str, pd.DataFrame], where: str) -> None:
+    """No prompt in two splits (the selection split must not overlap validation or test)."""
+    for position, first in enumerate(SPLITS):
+        for second in SPLITS[position + 1 :]:
+            shared = set(splits[first]["prompt"]) & set(splits[second]["prompt"])
+            if shared:
+                raise TaskError(f"{where}: the {second} split overlaps {first} ({len(shared)} prompts, e.g. {sorted(shared)[0]!r})")
 
 
 def extract_answer(completion: str) -> str:
@@ -121,13 +177,10 @@ def _local_file_splits(task: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
             raise TaskError(f"task.{key}: column {column!r} is missing from {path} (columns: {list(frame.columns)})")
     frame = frame.drop_duplicates(subset=task["question_column"]).reset_index(drop=True)
     order = np.random.default_rng(task["split_seed"]).permutation(len(frame))
-    n_validation = int(round(task["fractions"]["validation"] * len(frame)))
-    n_test = int(round(task["fractions"]["test"] * len(frame)))
-    bounds = {
-        "validation": order[:n_validation],
-        "test": order[n_validation : n_validation + n_test],
-        "train": order[n_validation + n_test :],
-    }
+    counts = [int(round(task["fractions"][split] * len(frame))) for split in SPLITS[1:]]
+    ends = np.cumsum(counts)
+    bounds = {split: order[end - count : end] for split, count, end in zip(SPLITS[1:], counts, ends)}
+    bounds["train"] = order[ends[-1] :]
     splits = {}
     for split in SPLITS:
         rows = []

@@ -10,10 +10,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+
+@dataclass
+class StageRecord:
+    """What a stage reports: scalar metrics, parameters, per-step metrics (a ``step`` column) and artifacts to copy."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    step_metrics: pd.DataFrame | None = None
+    artifacts: list[Path] = field(default_factory=list)
 
 
 def tracking_uri(experiment_dir: Path) -> str:
@@ -21,16 +32,8 @@ def tracking_uri(experiment_dir: Path) -> str:
     return f"sqlite:///{(experiment_dir / 'mlflow.db').resolve()}?timeout=60"
 
 
-def log_stage(
-    experiment_dir: Path,
-    stage: str,
-    tags: Mapping[str, Any],
-    params: Mapping[str, Any] | None = None,
-    metrics: Mapping[str, float] | None = None,
-    step_metrics: pd.DataFrame | None = None,
-    artifacts: list[Path] | None = None,
-) -> None:
-    """Log one stage run; ``step_metrics`` has a ``step`` column and one column per metric."""
+def log_stage(experiment_dir: Path, stage: str, tags: Mapping[str, Any], record: StageRecord) -> None:
+    """Log one stage run as an MLflow run named by its tags."""
     import mlflow
     from mlflow.entities import Metric, Param
 
@@ -48,17 +51,17 @@ def log_stage(
     run_name = "/".join(f"{key}{value}" if key in ("seed", "round") else str(value) for key, value in tags.items())
     run = client.create_run(experiment_id, run_name=f"{run_name}/{stage}", tags=run_tags)
     now = int(time.time() * 1000)
-    logged_metrics = [Metric(key, float(value), now, 0) for key, value in (metrics or {}).items()]
-    if step_metrics is not None:
-        for record in step_metrics.to_dict("records"):
-            step = int(record.pop("step"))
-            logged_metrics += [Metric(key, float(value), now, step) for key, value in record.items() if isinstance(value, (int, float))]
-    logged_params = [Param(key, str(value)[:6000]) for key, value in _flatten(params or {}).items()]
+    logged_metrics = [Metric(key, float(value), now, 0) for key, value in record.metrics.items()]
+    if record.step_metrics is not None:
+        for row in record.step_metrics.to_dict("records"):
+            step = int(row.pop("step"))
+            logged_metrics += [Metric(key, float(value), now, step) for key, value in row.items() if isinstance(value, (int, float))]
+    logged_params = [Param(key, str(value)[:6000]) for key, value in _flatten(record.params).items()]
     for start in range(0, len(logged_params), 100):  # MLflow's per-batch limits: 100 params, 1000 metrics
         client.log_batch(run.info.run_id, params=logged_params[start : start + 100])
     for start in range(0, len(logged_metrics), 1000):
         client.log_batch(run.info.run_id, metrics=logged_metrics[start : start + 1000])
-    for path in artifacts or []:
+    for path in record.artifacts:
         if path.is_dir():
             client.log_artifacts(run.info.run_id, str(path), artifact_path=path.name)
         elif path.exists():

@@ -1,37 +1,39 @@
-"""The trajectory stage: top singular triplets of each LoRA module's global, local and target deltas per snapshot.
+"""The trajectory table: top singular triplets of each LoRA module's deltas per snapshot — schema and extraction.
 
-For a round whose adapter snapshots are W_t = W_start + s·B_t A_t (NExt arXiv 2604.11446 §3, step 2):
+For a round whose snapshots are W_t = W_base + O + s·B_t A_t (NExt arXiv 2604.11446 §3 step 2; O the round start's
+low-rank offset from the experiment's base model, :mod:`nextrl.adapters`; B_s A_s the adapter the round starts from,
+zero for a fresh LoRA):
 
-* global  G_t = W_t − W_start                       = s·(B_t A_t − B_0 A_0)   ("position")
-* local   L_t = W_t − W_{t−Δ}                       = s·(B_t A_t − B_{t−Δ} A_{t−Δ})   ("velocity"; G_t at the first snapshot)
-* target  Y_t = W_{t+H} − W_t, only where t + H ≤ the last snapshot step
+* global  G_t = W_t − W_base           = O + s·B_t A_t              ("position", from the experiment's base model)
+* local   L_t = W_t − W_{t−Δ}          = s·(B_t A_t − B_{t−Δ} A_{t−Δ}); at the first snapshot W_{t−Δ} = W_start
+* target  Y_t = W_{t+H} − W_t          only where t + H ≤ the last snapshot step
+* round   W_T − W_start                = s·(B_T A_T − B_s A_s), at the last snapshot T only, with every triplet above
+  the numerical rank (not only ``triplets``), so that scaling the round's own delta (RL-Extra, the probe) is exact.
 
-B_0 A_0 is the adapter the round starts from (zero for a fresh LoRA, whose B is initialised to 0). Every triplet
-comes exactly from the factors in fp32 (:mod:`nextrl.lowrank`: QR of the stacked factors and an SVD of the small
-core) — weights are never merged and no dense SVD is taken. Signs follow :func:`nextrl.lowrank.canonicalize_signs`
-(largest-|entry| of each u positive), so u, σ, v are consistent across snapshots.
+Every triplet comes exactly from the factors in fp32 (:mod:`nextrl.lowrank`: QR of the stacked factors and an SVD of
+the small core); weights are never merged and no dense SVD is taken. Signs are consistent along the trajectory
+(method.md §4): each snapshot's triplets are aligned with the previous snapshot's of the same module and kind
+(:func:`nextrl.lowrank.align_signs`); only the first snapshot uses the stateless rule.
 
-Table schema (``trajectory.parquet``, one row per (module, step, kind, k)), see TRAJECTORY_SCHEMA:
-round int32, step int64 (global RL step), module str, kind str (global|local|target), k int16 (0 = top),
-sigma float64, u list<float32> (length out_features), v list<float32> (length in_features),
-energy_ratio float64 (E1 = σ1/Σσ of the delta, NExt §2), frob_norm float64, horizon int64 (H in steps).
+Table schema (``trajectory.parquet``, one row per (module, step, kind, k)), TRAJECTORY_SCHEMA:
+round int32, step int64 (global RL step), module str, kind str (KINDS), k int16 (0 = top), sigma float64,
+u list<float32> (length out_features), v list<float32> (length in_features), energy_ratio float64
+(E1 = σ1/Σσ of the delta, NExt §2), frob_norm float64, horizon int64 (H in steps), start_step int64 (the round's
+first RL step minus one: the step of W_start).
 """
 
 from __future__ import annotations
 
-import json
-import re
-from dataclasses import dataclass
-from pathlib import Path
+import dataclasses
+from collections.abc import Mapping
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
-from safetensors.torch import load_file
 
-from nextrl.artifacts import atomic_path
-from nextrl.lowrank import Triplets, lora_difference_triplets, lora_triplets
+from nextrl.adapters import Adapter, AdapterError, Factors, concat_factors
+from nextrl.lowrank import Triplets, align_signs, factored_triplets
 
+KINDS = ("global", "local", "target", "round")
 TRAJECTORY_SCHEMA = pa.schema(
     [
         ("round", pa.int32()),
@@ -45,50 +47,13 @@ TRAJECTORY_SCHEMA = pa.schema(
         ("energy_ratio", pa.float64()),
         ("frob_norm", pa.float64()),
         ("horizon", pa.int64()),
+        ("start_step", pa.int64()),
     ]
 )
-_SNAPSHOT = re.compile(r"^step_(\d+)$")
-_LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<factor>[AB])\.weight$")
 
 
 class TrajectoryError(ValueError):
     """Snapshots that cannot form a trajectory; the message names the snapshot or module."""
-
-
-@dataclass(frozen=True)
-class Adapter:
-    """LoRA factors per module (B: out×r, A: r×in, fp32) and the scale s of W = W_0 + s·B A."""
-
-    factors: dict[str, tuple[torch.Tensor, torch.Tensor]]
-    scale: float
-
-
-def load_adapter(directory: Path) -> Adapter:
-    """Read a PEFT adapter directory (adapter_config.json + adapter_model.safetensors)."""
-    config_path, weights_path = directory / "adapter_config.json", directory / "adapter_model.safetensors"
-    if not config_path.is_file() or not weights_path.is_file():
-        raise TrajectoryError(f"{directory} is not a PEFT adapter directory (adapter_config.json / adapter_model.safetensors)")
-    config = json.loads(config_path.read_text())
-    rank, alpha = config["r"], config["lora_alpha"]
-    scale = alpha / rank**0.5 if config.get("use_rslora") else alpha / rank
-    pieces: dict[str, dict[str, torch.Tensor]] = {}
-    for key, tensor in load_file(weights_path).items():
-        match = _LORA_KEY.match(key)
-        if match:
-            pieces.setdefault(match["module"], {})[match["factor"]] = tensor.float()
-    factors = {}
-    for module, parts in sorted(pieces.items()):
-        if set(parts) != {"A", "B"}:
-            raise TrajectoryError(f"{weights_path}: module {module} lacks its lora_A or lora_B weight")
-        factors[module] = (parts["B"], parts["A"])
-    return Adapter(factors, scale)
-
-
-def snapshot_steps(snapshots_dir: Path) -> list[int]:
-    steps = sorted(int(m[1]) for path in snapshots_dir.iterdir() if (m := _SNAPSHOT.match(path.name)))
-    if not steps:
-        raise TrajectoryError(f"{snapshots_dir} holds no step_<t> snapshots")
-    return steps
 
 
 def check_compatible(reference: Adapter, other: Adapter, where: str) -> None:
@@ -106,62 +71,82 @@ def check_compatible(reference: Adapter, other: Adapter, where: str) -> None:
         raise TrajectoryError(f"{where}: LoRA scale {other.scale} differs from {reference.scale}")
 
 
-def delta_triplets(new: Adapter, old: Adapter | None, module: str, k: int) -> Triplets:
-    """Triplets of s·(B_new A_new − B_old A_old), or of s·B_new A_new when ``old`` is None (zero start)."""
+def difference(new: Adapter, old: Adapter | None, module: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """s·(B_new A_new − B_old A_old) of one module as stacked factors (s·B_new A_new when ``old`` is None)."""
     b_new, a_new = new.factors[module]
     if old is None:
-        return lora_triplets(b_new, a_new, new.scale, k)
+        return new.scale * b_new, a_new
     b_old, a_old = old.factors[module]
-    return lora_difference_triplets(b_new, a_new, b_old, a_old, new.scale, k)
+    return torch.cat([new.scale * b_new, -old.scale * b_old], dim=1), torch.cat([a_new, a_old], dim=0)
 
 
-def extract_trajectory(
-    snapshots_dir: Path,
-    output: Path,
+def position(adapter: Adapter, offset: Factors | None, module: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """O + s·B A of one module (the global delta from the experiment's base model) as stacked factors."""
+    if offset is None or module not in offset:
+        return difference(adapter, None, module)
+    return concat_factors({module: offset[module]}, {module: difference(adapter, None, module)})[module]
+
+
+def trajectory_table(
+    snapshots: Mapping[int, Adapter],
+    start: Adapter | None,
+    offset: Factors | None,
     round_index: int,
+    start_step: int,
     horizon: int,
     triplets: int,
-    start_adapter: Path | None = None,
-) -> int:
-    """Write ``trajectory.parquet`` for one round's snapshots; returns the number of rows."""
-    steps = snapshot_steps(snapshots_dir)
-    adapters = {step: load_adapter(snapshots_dir / f"step_{step}") for step in steps}
-    reference = adapters[steps[0]]
-    for step, adapter in adapters.items():
-        check_compatible(reference, adapter, str(snapshots_dir / f"step_{step}"))
-    start = load_adapter(start_adapter) if start_adapter is not None else None
+) -> pa.Table:
+    """The trajectory table of one round (module docstring) from its snapshot adapters, keyed by RL step."""
+    steps = sorted(snapshots)
+    if not steps:
+        raise TrajectoryError("the round has no snapshots")
+    reference = snapshots[steps[0]]
+    for step in steps:
+        check_compatible(reference, snapshots[step], f"snapshot step_{step}")
     if start is not None:
-        check_compatible(reference, start, str(start_adapter))
+        check_compatible(reference, start, "the round's start adapter")
+    if offset is not None and set(offset) - set(reference.factors):
+        raise AdapterError(f"offset modules {sorted(set(offset) - set(reference.factors))[:3]} are not LoRA-trained")
     if not any(step + horizon <= steps[-1] for step in steps):
         raise TrajectoryError(
-            f"next.horizon: H={horizon} steps needs snapshots beyond the first by H, but {snapshots_dir} has "
-            f"snapshot steps {steps}: the round has fewer snapshots than the horizon needs"
+            f"jump.horizon: H={horizon} steps needs snapshots beyond the first by H, but the round has snapshot "
+            f"steps {steps}: fewer snapshots than the horizon needs"
         )
     columns: dict[str, list] = {name: [] for name in TRAJECTORY_SCHEMA.names}
+    previous: dict[tuple[str, str], Triplets] = {}
 
-    def add(step: int, module: str, kind: str, found: Triplets) -> None:
-        for index in range(triplets):
+    def add(step: int, module: str, kind: str, factors: tuple[torch.Tensor, torch.Tensor], count: int) -> None:
+        found = factored_triplets(*factors, count)
+        if (module, kind) in previous:
+            last = previous[(module, kind)]
+            width = min(count, last.u.shape[1])
+            u, v = found.u.clone(), found.v.clone()
+            u[:, :width], v[:, :width] = align_signs(u[:, :width], v[:, :width], last.u[:, :width], last.v[:, :width])
+            found = dataclasses.replace(found, u=u, v=v)
+        previous[(module, kind)] = found
+        for k in range(count):
             columns["round"].append(round_index)
             columns["step"].append(step)
             columns["module"].append(module)
             columns["kind"].append(kind)
-            columns["k"].append(index)
-            columns["sigma"].append(float(found.sigma[index]))
-            columns["u"].append(found.u[:, index].tolist())
-            columns["v"].append(found.v[:, index].tolist())
+            columns["k"].append(k)
+            columns["sigma"].append(float(found.sigma[k]))
+            columns["u"].append(found.u[:, k].tolist())
+            columns["v"].append(found.v[:, k].tolist())
             columns["energy_ratio"].append(found.energy_ratio)
             columns["frob_norm"].append(found.frobenius_norm)
             columns["horizon"].append(horizon)
+            columns["start_step"].append(start_step)
 
     for module in reference.factors:
-        for position, step in enumerate(steps):
-            current = adapters[step]
-            add(step, module, "global", delta_triplets(current, start, module, triplets))
-            previous = adapters[steps[position - 1]] if position else start
-            add(step, module, "local", delta_triplets(current, previous, module, triplets))
-            if step + horizon in adapters:
-                add(step, module, "target", delta_triplets(adapters[step + horizon], current, module, triplets))
-    table = pa.table(columns, schema=TRAJECTORY_SCHEMA)
-    with atomic_path(output) as staging:
-        pq.write_table(table, staging)
-    return table.num_rows
+        for index, step in enumerate(steps):
+            current = snapshots[step]
+            add(step, module, "global", position(current, offset, module), triplets)
+            before = snapshots[steps[index - 1]] if index else start
+            add(step, module, "local", difference(current, before, module), triplets)
+            if step + horizon in snapshots:
+                add(step, module, "target", difference(snapshots[step + horizon], current, module), triplets)
+        whole_round = difference(snapshots[steps[-1]], start, module)
+        rank = len(factored_triplets(*whole_round, whole_round[0].shape[1]).spectrum)
+        add(steps[-1], module, "round", whole_round, max(1, rank))
+    return pa.table(columns, schema=TRAJECTORY_SCHEMA)

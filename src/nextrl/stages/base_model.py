@@ -1,4 +1,4 @@
-"""The base-model stage: the start model of every arm (round 0).
+"""The base_model stage: the start model of every arm (round 0).
 
 ``model.source: tiny`` builds the embedded character tokenizer and tiny Qwen2 model and warm-starts it on the
 train split (:mod:`nextrl.warm_start`); ``model.source: local`` checks a local HF model directory and copies it
@@ -8,36 +8,37 @@ atomically, with ``warm_start.parquet`` (step, loss) for the tiny model.
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from nextrl.artifacts import atomic_path
 from nextrl.models import build_char_tokenizer, build_tiny_model, check_model_dir, save_model
+from nextrl.tracking import StageRecord
 from nextrl.warm_start import warm_start
 
 
-def build_base_model(config: Mapping[str, Any], data_dir: Path, output: Path) -> dict[str, float]:
-    """Write the base model directory; returns summary numbers (parameters, final warm-start loss)."""
+def run(config: Mapping[str, Any], *, data: Path, output: Path) -> StageRecord:
     model_config = config["model"]
     with atomic_path(output) as staging:
         if model_config["source"] == "local":
             source = Path(model_config["path"])
             check_model_dir(source)
             shutil.copytree(source, staging)
-            return {}
+            return StageRecord(params={"model": dict(model_config)})
         tokenizer = build_char_tokenizer()
         model = build_tiny_model(tokenizer, model_config["shape"], seed=model_config["seed"])
-        train = pd.read_parquet(data_dir / "train.parquet")
+        train = pd.read_parquet(data / "train.parquet")
         losses = warm_start(model, tokenizer, train, model_config["warm_start"], seed=model_config["seed"])
-        if losses and not torch.isfinite(torch.tensor(losses[-1])):
+        if losses and not math.isfinite(losses[-1]):
             raise ValueError(f"model.warm_start: the warm-start loss became non-finite ({losses[-1]}); lower model.warm_start.lr")
         save_model(model, tokenizer, staging)
-        pd.DataFrame({"step": range(1, len(losses) + 1), "loss": losses}).to_parquet(
-            staging / "warm_start.parquet", index=False
-        )
-        return {"parameters": float(sum(p.numel() for p in model.parameters())), "warm_start_loss": losses[-1] if losses else float("nan")}
+        pd.DataFrame({"step": range(1, len(losses) + 1), "loss": losses}).to_parquet(staging / "warm_start.parquet", index=False)
+    metrics = {"parameters": float(sum(p.numel() for p in model.parameters()))}
+    if losses:
+        metrics["warm_start_loss"] = losses[-1]
+    return StageRecord(metrics=metrics, params={"model": dict(model_config)})

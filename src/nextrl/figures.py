@@ -1,0 +1,39 @@
+"""Figures drawn from the comparison tables (matplotlib, Agg backend; PNG and PDF)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+
+def plot_curves(curves: pd.DataFrame, base_accuracy: float, path_stem: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7.5, 4.5))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, (arm, arm_curves) in enumerate(curves.groupby("arm", sort=False)):
+        colour = colours[index % len(colours)]
+        for _, seed_curve in arm_curves.groupby("seed"):
+            axis.plot(seed_curve["step"], seed_curve["accuracy"], color=colour, alpha=0.3, linewidth=1)
+        ordered = arm_curves.assign(order=arm_curves["point"].eq("start").astype(int))
+        mean = ordered.groupby(["step", "order"], as_index=False)["accuracy"].mean().sort_values(["step", "order"])
+        axis.plot(mean["step"], mean["accuracy"], color=colour, linewidth=2.5, label=f"{arm} (mean of {arm_curves['seed'].nunique()} seeds)")
+        jumps = arm_curves[(arm_curves["point"] == "start") & (arm_curves["round"] > 0)]["step"].unique()
+        for step in jumps:
+            axis.axvline(step, color=colour, linestyle=":", linewidth=1)
+    axis.axhline(base_accuracy, color="grey", linestyle="--", linewidth=1, label="base model")
+    axis.set_xlabel("RL steps consumed")
+    axis.set_ylabel("validation accuracy")
+    axis.set_title("Held-out accuracy vs RL steps (thin: seeds; dotted: jumps)")
+    axis.legend(loc="lower right")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path_stem.with_suffix(".png"), dpi=130)
+    figure.savefig(path_stem.with_suffix(".pdf"))
+    plt.close(figure)
+
+

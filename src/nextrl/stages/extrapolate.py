@@ -1,0 +1,36 @@
+"""The extrapolate stage: the fitted extrapolator's ΔŴ and the candidate jumps W_T + α·ΔŴ (:mod:`nextrl.jumps`).
+
+Output directory: ``alpha_<α>/`` PEFT adapters over the round's start model (α = 0 always), ``jump.safetensors``
+(ΔŴ per module as low-rank factors, :func:`nextrl.adapters.save_offset` format) and ``candidates.parquet``
+(alpha float64, adapter str, delta_frob float64 = ‖α·ΔŴ‖_F over all modules).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from nextrl.adapters import load_adapter, save_offset
+from nextrl.artifacts import atomic_path
+from nextrl.extrapolators import REGISTRY
+from nextrl.extrapolators.base import read_manifest
+from nextrl.jumps import JumpError, write_candidates
+from nextrl.tracking import StageRecord
+
+
+def run(config: Mapping[str, Any], *, predictor: Path, trajectory: Path, adapter: Path, output: Path) -> StageRecord:
+    method = read_manifest(predictor)["extrapolator"]
+    deltas = REGISTRY[method].load(predictor).predict(pd.read_parquet(trajectory))
+    for module, delta in deltas.items():
+        if not delta.is_finite():
+            raise JumpError(f"{method}: predicted delta for module {module} is not finite; refusing to write any candidate")
+    jump = {module: delta.factors() for module, delta in deltas.items()}
+    with atomic_path(output) as staging:
+        staging.mkdir()
+        table = write_candidates(load_adapter(adapter), jump, config["jump"]["alphas"], staging)
+        save_offset(jump, staging / "jump.safetensors")
+        table.to_parquet(staging / "candidates.parquet", index=False)
+    return StageRecord(metrics={"candidates": float(len(table)), "max_delta_frob": float(table["delta_frob"].max())})

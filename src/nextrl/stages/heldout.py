@@ -1,0 +1,72 @@
+"""The heldout stage: every registered extrapolator, fitted on the early part of one round, predicts its last target.
+
+The trajectory as if the round had ended at t* = T − H is rebuilt from the snapshots up to t* (same formulas,
+:func:`nextrl.trajectory.trajectory_table`); each method of :data:`nextrl.extrapolators.REGISTRY` is fitted on it with
+the experiment's options (evaluations up to t* for accuracy-driven methods) and predicts W_T − W_{t*}, which
+:func:`nextrl.heldout.compare` scores against the exact truth. ``repeat_last`` is the trivial baseline; predicting
+zero scores relative error 1; a method that cannot fit the round (ExtrapolatorError) gets one row saying why. Output ``heldout.parquet``: HELDOUT_COLUMNS, one row per (method, module); empty
+when the round is too short (it needs a target pair before t*, i.e. at least 2H of snapshots).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from nextrl.adapters import load_adapter, load_offset, load_snapshots
+from nextrl.artifacts import write_parquet
+from nextrl.extrapolators import REGISTRY
+from nextrl.extrapolators.base import ExtrapolatorError
+from nextrl.heldout import HELDOUT_COLUMNS, compare
+from nextrl.seeding import stage_seed
+from nextrl.tracking import StageRecord
+from nextrl.trajectory import difference, trajectory_table
+
+
+def run(
+    config: Mapping[str, Any],
+    *,
+    snapshots: Path,
+    start_adapter: Path | None,
+    offset: Path | None,
+    evaluations: Path,
+    output: Path,
+    seed: int,
+    round_index: int,
+) -> StageRecord:
+    adapters = load_snapshots(snapshots)
+    steps, horizon = sorted(adapters), config["jump"]["horizon"]
+    cutoff = steps[-1] - horizon
+    early = {step: adapter for step, adapter in adapters.items() if step <= cutoff}
+    rows = []
+    if any(step + horizon <= cutoff for step in early):
+        trajectory = trajectory_table(
+            early,
+            start=load_adapter(start_adapter) if start_adapter is not None else None,
+            offset=load_offset(offset) if offset is not None else None,
+            round_index=round_index,
+            start_step=round_index * config["rl"]["chunk_steps"],
+            horizon=horizon,
+            triplets=config["jump"]["triplets"],
+        ).to_pandas()
+        accuracy = pd.read_parquet(evaluations)
+        accuracy = accuracy[accuracy["step"] <= cutoff]
+        for name, method_class in REGISTRY.items():
+            method = method_class(config["extrapolators"].get(name, {}), seed=stage_seed(seed, round_index))
+            try:
+                method.fit(trajectory, accuracy)
+                predicted = method.predict(trajectory)
+            except ExtrapolatorError as error:  # e.g. alpharl on a flat accuracy curve: reported, not fatal
+                rows.append({"method": name, "module": "", "error": str(error)})
+                continue
+            for module, delta in predicted.items():
+                truth = difference(adapters[steps[-1]], adapters[cutoff], module)
+                rows.append({"method": name, "module": module, **compare(delta.factors(), truth), "error": ""})
+    table = pd.DataFrame(rows, columns=list(HELDOUT_COLUMNS))
+    write_parquet(table, output)
+    means = table.dropna(subset=["rank1_cosine"]).groupby("method")[["rank1_cosine", "relative_error"]].mean()
+    metrics = {f"{method}_{column}": float(value) for method, row in means.iterrows() for column, value in row.items()}
+    return StageRecord(metrics=metrics, artifacts=[output])

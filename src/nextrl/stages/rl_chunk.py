@@ -1,0 +1,122 @@
+"""The rl_chunk stage: ``rl.chunk_steps`` steps of GRPO-family RLVR with a LoRA adapter (peft), resumable exactly.
+
+Round r covers RL steps r·C+1 … (r+1)·C. Round 0 attaches a fresh LoRA; every later round resumes the previous
+round's training state (:mod:`nextrl.training`): adapter, AdamW state, torch RNG and data cursor. Plain RL starts every
+round from the base model, so its chunks equal one continuous run bit for bit. A jump arm starts round r from the
+model its jump wrote (``jump.continuation: carry`` folds only α·ΔŴ into it and keeps the LoRA and AdamW, so a jump
+with α = 0 continues exactly as plain RL; ``fresh`` attaches a new LoRA and AdamW to the merged model, the paper's
+way). A chunk evaluates its start only when that start was not the previous chunk's last, already evaluated,
+snapshot: in round 0, and after a jump that changed the weights or restarted the adapter.
+
+Output directory (written atomically as a whole)::
+
+    snapshots/step_<t>/     PEFT adapter (fp32 safetensors) every ``snapshot_every`` steps, t = global RL step
+    state/adapter/          the adapter at the chunk's end
+    state/training_state.pt optimizer state, torch RNG state, data cursor, global step
+    metrics.parquet         one row per RL step (METRIC_COLUMNS)
+    eval.parquet            validation accuracy at every snapshot and, when evaluated, the start (EVAL_COLUMNS)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from peft import PeftModel
+from tqdm import tqdm
+
+from nextrl.artifacts import atomic_path
+from nextrl.evaluation import evaluate_model
+from nextrl.generation import HFGenerateBackend
+from nextrl.jumps import selected_alpha
+from nextrl.models import load_model, load_tokenizer
+from nextrl.seeding import stage_seed
+from nextrl.tasks import make_scorer
+from nextrl.tracking import StageRecord
+from nextrl.training import RLError, attach_lora, grpo_step, load_training_state, save_training_state, train_order
+
+METRIC_COLUMNS = (
+    "step", "reward_mean", "reward_std", "accuracy", "loss", "kl", "entropy",
+    "response_len", "grad_norm", "lr", "tokens", "seconds",
+)  # fmt: skip
+EVAL_COLUMNS = ("step", "split", "accuracy", "n_items")
+
+
+def run(
+    config: Mapping[str, Any],
+    *,
+    start_model: Path,
+    resume: Path | None,
+    jump_selection: Path | None,
+    data: Path,
+    output: Path,
+    seed: int,
+    round_index: int,
+) -> StageRecord:
+    """Train one chunk from ``start_model`` (resuming ``resume`` when given) and write ``output``."""
+    rl, evaluation = config["rl"], config["eval"]
+    first_step = round_index * rl["chunk_steps"]
+    tokenizer = load_tokenizer(start_model)
+    base = load_model(start_model)
+    saved = load_training_state(resume, first_step) if resume is not None else None
+    jumped = jump_selection is not None and selected_alpha(pd.read_parquet(jump_selection)) != 0.0
+    fresh_adapter = saved is None or (jump_selection is not None and config["jump"]["continuation"] == "fresh")
+    if fresh_adapter:
+        model = attach_lora(base, config["lora"], seed=stage_seed(seed, round_index))
+    else:
+        model = PeftModel.from_pretrained(base, resume / "adapter", is_trainable=True)
+    model.float()
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=rl["lr"], weight_decay=rl["weight_decay"], betas=(0.9, 0.99))
+    if saved is None:
+        torch.manual_seed(stage_seed(seed, round_index))
+        cursor = 0
+    else:
+        if not fresh_adapter:
+            optimizer.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["torch_rng"])
+        cursor = saved["cursor"]
+
+    train = pd.read_parquet(data / "train.parquet")
+    validation = pd.read_parquet(data / "validation.parquet")
+    scorer = make_scorer(config["task"])
+    backend = HFGenerateBackend(model, tokenizer, batch_size=rl["generation_batch_size"])
+
+    def validation_accuracy(step: int) -> dict[str, Any]:
+        scored = evaluate_model(model, tokenizer, validation, scorer, evaluation, f"validation @ {step}")
+        return {"step": step, "split": "validation", "accuracy": float(scored["reward"].mean()), "n_items": len(scored)}
+
+    with atomic_path(output) as staging:
+        staging.mkdir()
+        evaluations = [validation_accuracy(first_step)] if saved is None or jumped or fresh_adapter else []
+        metrics = []
+        progress = tqdm(range(first_step + 1, first_step + rl["chunk_steps"] + 1), desc=f"RL round {round_index}", mininterval=2.0)
+        for step in progress:
+            began = time.perf_counter()
+            batch = train.iloc[train_order(seed, cursor, rl["prompts_per_step"], len(train))]
+            cursor += rl["prompts_per_step"]
+            row = grpo_step(model, optimizer, backend, scorer, batch, rl)
+            if not math.isfinite(row["loss"]):
+                raise RLError(f"rl: non-finite loss ({row['loss']}) at RL step {step}; lower rl.lr or check the rewards")
+            metrics.append({"step": step, **row, "seconds": time.perf_counter() - began})
+            if (step - first_step) % rl["snapshot_every"] == 0:
+                model.save_pretrained(staging / "snapshots" / f"step_{step}", safe_serialization=True)
+                evaluations.append(validation_accuracy(step))
+            progress.set_postfix(reward=f"{row['reward_mean']:.3f}", val_acc=f"{evaluations[-1]['accuracy']:.3f}" if evaluations else "-")
+        progress.close()
+        save_training_state(staging / "state", model, optimizer, first_step + rl["chunk_steps"], cursor)
+        metrics_table = pd.DataFrame(metrics, columns=list(METRIC_COLUMNS))
+        eval_table = pd.DataFrame(evaluations, columns=list(EVAL_COLUMNS))
+        metrics_table.to_parquet(staging / "metrics.parquet", index=False)
+        eval_table.to_parquet(staging / "eval.parquet", index=False)
+    validation_curve = eval_table[["step", "accuracy"]].rename(columns={"accuracy": "val_accuracy"})
+    return StageRecord(
+        params={"rl": dict(rl), "lora": dict(config["lora"]), "fresh_adapter": fresh_adapter, "jumped": jumped},
+        step_metrics=metrics_table.merge(validation_curve, "left", "step"),
+        artifacts=[output / "metrics.parquet", output / "eval.parquet"],
+    )

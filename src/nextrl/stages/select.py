@@ -1,0 +1,88 @@
+"""The select stage: every candidate jump scored on the selection split, the best one applied to the next start model.
+
+Selection reads only the ``selection`` split (choosing α on the curves' validation split would make them
+optimistic, and on test would leak it, method.md §4). α = 0 — no jump — is always a candidate, so a jump never
+lowers selection accuracy; ties go to the smaller α (:func:`nextrl.jumps.choose`). The chosen jump is then applied
+as ``jump.continuation`` says (:mod:`nextrl.jumps`): ``carry`` folds α·ΔŴ into the round's start model (α = 0: the
+start model's files are copied unchanged), ``fresh`` merges the round's adapter and α·ΔŴ.
+
+Output directory: ``model/`` (the next round's start model, fp32 HF directory), ``offset.safetensors`` (its
+low-rank offset from the experiment's base model, :mod:`nextrl.adapters`) and ``selection.parquet`` (alpha
+float64, accuracy float64 on the selection split, selected bool, seconds float64).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from peft import PeftModel
+
+from nextrl.adapters import concat_factors, load_adapter, load_offset, save_offset
+from nextrl.artifacts import atomic_path
+from nextrl.evaluation import evaluate_model
+from nextrl.jumps import add_low_rank, choose
+from nextrl.models import load_model, load_tokenizer, save_model
+from nextrl.tasks import make_scorer
+from nextrl.tracking import StageRecord
+
+
+def run(
+    config: Mapping[str, Any],
+    *,
+    start_model: Path,
+    start_offset: Path | None,
+    adapter: Path,
+    candidates: Path,
+    data: Path,
+    output: Path,
+) -> StageRecord:
+    """``adapter``: the round's final LoRA; ``start_offset``: the start model's offset (None in round 0)."""
+    table = pd.read_parquet(candidates / "candidates.parquet")
+    items = pd.read_parquet(data / "selection.parquet")
+    scorer = make_scorer(config["task"])
+    tokenizer = load_tokenizer(start_model)
+    model: PeftModel | None = None
+    rows = []
+    for alpha, name in zip(table["alpha"], table["adapter"]):
+        began = time.perf_counter()
+        adapter_name = name.replace(".", "_")
+        if model is None:
+            model = PeftModel.from_pretrained(load_model(start_model), candidates / name, adapter_name=adapter_name)
+        else:
+            model.load_adapter(candidates / name, adapter_name=adapter_name)
+        model.set_adapter(adapter_name)
+        model.eval()
+        scored = evaluate_model(model, tokenizer, items, scorer, config["eval"], f"α={alpha:g}")
+        rows.append({"alpha": float(alpha), "accuracy": float(scored["reward"].mean()), "seconds": time.perf_counter() - began})
+    scores = pd.DataFrame(rows)
+    chosen = choose(scores)
+    scores.insert(2, "selected", scores["alpha"] == chosen)
+
+    previous_offset = load_offset(start_offset) if start_offset is not None else {}
+    new_folds = []
+    if config["jump"]["continuation"] == "fresh":
+        new_folds.append(load_adapter(adapter).scaled_factors())
+    if chosen != 0.0:
+        jump = load_offset(candidates / "jump.safetensors")
+        new_folds.append({module: (chosen * left, right) for module, (left, right) in jump.items()})
+    with atomic_path(output) as staging:
+        staging.mkdir()
+        if new_folds:
+            next_start = load_model(start_model)
+            for fold in new_folds:
+                add_low_rank(next_start, fold, 1.0)
+            save_model(next_start, tokenizer, staging / "model")
+        else:  # carry-over with α = 0: the start model goes on unchanged, bit for bit
+            shutil.copytree(start_model, staging / "model")
+        save_offset(concat_factors(previous_offset, *new_folds), staging / "offset.safetensors")
+        scores.to_parquet(staging / "selection.parquet", index=False)
+    chosen_accuracy = float(scores.loc[scores["selected"], "accuracy"].iloc[0])
+    return StageRecord(
+        metrics={"selected_alpha": chosen, "selected_accuracy": chosen_accuracy, "no_jump_accuracy": float(scores["accuracy"].iloc[0])},
+        artifacts=[output / "selection.parquet"],
+    )

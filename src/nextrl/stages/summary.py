@@ -1,0 +1,55 @@
+"""The summary stage: learning curves, steps-to-target, final test accuracy, the wall-clock split and the held-out
+predictor table, from the artifacts its rule lists (:mod:`nextrl.comparison` defines every column).
+
+The rule passes a manifest: ``base_test`` (the base model's test.parquet) and ``runs``, one record per
+(arm, seed, round) with the paths of that round's artifacts (:data:`nextrl.comparison.RUN_FIELDS`). Writes one
+directory atomically: ``curves.parquet``, ``steps_to_target.parquet`` and ``per_seed.csv`` (per arm and seed),
+``table.{md,csv}`` (per arm), ``heldout.{md,csv}`` (per method) and ``accuracy_vs_steps.{png,pdf}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from nextrl.artifacts import atomic_path
+from nextrl.comparison import arm_table, heldout_table, learning_curves, per_seed_table
+from nextrl.figures import plot_curves
+from nextrl.tracking import StageRecord
+
+
+def run(config: Mapping[str, Any], *, manifest: Mapping[str, Any], output: Path) -> StageRecord:
+    runs = manifest["runs"]
+    curves = learning_curves(runs, config["rl"]["chunk_steps"])
+    per_seed = per_seed_table(runs, curves)
+    table = arm_table(per_seed)
+    heldout = heldout_table(runs)
+    base_accuracy = float(curves.loc[curves["step"] == 0, "accuracy"].mean())
+    base_test_accuracy = float(pd.read_parquet(manifest["base_test"])["reward"].mean())
+    table.insert(table.columns.get_loc("test_accuracy_ci95") + 1, "test_gain_over_base", table["test_accuracy_mean"] - base_test_accuracy)
+    with atomic_path(output) as staging:
+        staging.mkdir()
+        curves.to_parquet(staging / "curves.parquet", index=False)
+        per_seed.to_parquet(staging / "steps_to_target.parquet", index=False)
+        per_seed.to_csv(staging / "per_seed.csv", index=False)
+        table.to_csv(staging / "table.csv", index=False)
+        heldout.to_csv(staging / "heldout.csv", index=False)
+        (staging / "table.md").write_text(
+            f"Base model validation accuracy: {base_accuracy:.3f}, test accuracy: {base_test_accuracy:.3f}; "
+            f"target = mean final validation accuracy of `none` = {per_seed['target'].iloc[0]:.3f}\n\n"
+            + table.to_markdown(index=False, floatfmt=".3f") + "\n\nPer seed:\n\n"
+            + per_seed.to_markdown(index=False, floatfmt=".3f") + "\n"
+        )  # fmt: skip
+        (staging / "heldout.md").write_text(
+            "Held-out prediction of each round's last target W_T − W_{T−H} by every extrapolator fitted on the round "
+            "up to T − H (rank-1 cosine: 1 = same direction, −1 = reversed; relative error ‖ΔŴ − Y‖/‖Y‖: predicting "
+            "zero scores 1; repeat_last is the trivial baseline).\n\n"
+            + (heldout.to_markdown(index=False, floatfmt=".3f") if len(heldout) else "No round was long enough (2H).")
+            + "\n"
+        )  # fmt: skip
+        plot_curves(curves, base_accuracy, staging / "accuracy_vs_steps")
+    metrics = {f"{row['arm']}_test_accuracy_mean": float(row["test_accuracy_mean"]) for row in table.to_dict("records")}
+    return StageRecord(metrics=metrics, artifacts=[output])

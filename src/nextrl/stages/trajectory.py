@@ -1,0 +1,41 @@
+"""The trajectory stage: one round's snapshots → ``trajectory.parquet`` (schema and formulas: :mod:`nextrl.trajectory`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from nextrl.adapters import load_adapter, load_offset, load_snapshots
+from nextrl.artifacts import atomic_path
+from nextrl.trajectory import trajectory_table
+from nextrl.tracking import StageRecord
+
+
+def run(
+    config: Mapping[str, Any],
+    *,
+    snapshots: Path,
+    start_adapter: Path | None,
+    offset: Path | None,
+    output: Path,
+    round_index: int,
+) -> StageRecord:
+    """``start_adapter``: the adapter the round resumed (None for a fresh LoRA); ``offset``: the start model's
+    low-rank offset from the experiment's base model (None in round 0)."""
+    began = time.perf_counter()
+    table = trajectory_table(
+        load_snapshots(snapshots),
+        start=load_adapter(start_adapter) if start_adapter is not None else None,
+        offset=load_offset(offset) if offset is not None else None,
+        round_index=round_index,
+        start_step=round_index * config["rl"]["chunk_steps"],
+        horizon=config["jump"]["horizon"],
+        triplets=config["jump"]["triplets"],
+    )
+    with atomic_path(output) as staging:
+        pq.write_table(table, staging)
+    return StageRecord(metrics={"rows": float(table.num_rows), "seconds": time.perf_counter() - began})
