@@ -1,6 +1,6 @@
 # Two commands on a fresh Debian machine with Python 3.11 and pip:
 #   make run    set up .venv and run the embedded default experiment (snakemake --cores 2)
-#   make test   set up .venv and run the whole test suite (unit tests + end-to-end snakemake on config/test.yaml)
+#   make test   set up .venv, check formatting and lint (ruff), run the whole test suite (unit + end-to-end snakemake)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -24,6 +24,8 @@ run: setup
 	$(BIN)/snakemake --cores 2
 
 test: setup
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 figures: setup

@@ -19,5 +19,8 @@ table["job_share_%"] = 100 * table["overhead_seconds"] / table["rl_job_seconds"]
 table["compute_share_%"] = 100 * table["overhead_compute_seconds"] / table["rl_seconds"]
 print(table.to_markdown(index=False, floatfmt=".2f"))
 totals = jump_arms[columns[2:]].sum()
-print(f"\nall seeds: job-wall overhead {100 * totals['overhead_seconds'] / totals['rl_job_seconds']:.1f} % of RL job wall; "
-      f"compute overhead {100 * totals['overhead_compute_seconds'] / totals['rl_seconds']:.1f} % of RL step time")
+print(
+    "\nall seeds: job-wall overhead "
+    f"{100 * totals['overhead_seconds'] / totals['rl_job_seconds']:.1f} % of RL job wall; "
+    f"compute overhead {100 * totals['overhead_compute_seconds'] / totals['rl_seconds']:.1f} % of RL step time"
+)

@@ -77,9 +77,7 @@ class BenchRow:
         )
 
 
-def random_lora(
-    m: int, n: int, rank: int, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
+def random_lora(m: int, n: int, rank: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Random float32 LoRA factors: B (m×rank) scaled by 1e-2, A (rank×n) standard normal."""
     b = B_INIT_SCALE * torch.randn(m, rank, generator=generator)
     a = torch.randn(rank, n, generator=generator)
@@ -189,9 +187,7 @@ def timing_table(quick: bool, repeats: int) -> list[str]:
 
 def snapshot_bytes(m: int, n: int) -> int:
     """Bytes of one module's snapshot: k triplets (u, σ, v) plus scalars, for every kind."""
-    per_kind = FLOAT32_BYTES * (
-        TRIPLETS_PER_MODULE * (m + n + 1) + SNAPSHOT_SCALARS_PER_MODULE
-    )
+    per_kind = FLOAT32_BYTES * (TRIPLETS_PER_MODULE * (m + n + 1) + SNAPSHOT_SCALARS_PER_MODULE)
     return per_kind * len(SNAPSHOT_KINDS)
 
 
@@ -227,12 +223,8 @@ def storage_table() -> list[str]:
 def main() -> None:
     """Parse arguments, run both tables and print them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="only the 4096×4096, r=16 global and local cases"
-    )
-    parser.add_argument(
-        "--repeats", type=int, default=5, help="timed repeats of the factored path (median)"
-    )
+    parser.add_argument("--quick", action="store_true", help="only the 4096×4096, r=16 global and local cases")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats of the factored path (median)")
     arguments = parser.parse_args()
     if arguments.repeats < 1:
         parser.error("--repeats must be at least 1")

@@ -18,16 +18,24 @@ JUMP_ARMS = [arm for arm in config["arms"] if arm != "none"]
 CARRY = config["jump"]["continuation"] == "carry"
 # Keys that only shape the DAG stay out of the stages' config, so raising them re-runs nothing old.
 STAGE_CONFIG = json.dumps({key: value for key, value in config.items() if key not in ("seeds", "arms", "rounds")})
+
+
+def experiment_dir(_):
+    """results/<experiment> (the MLflow store lives there); a function, as the linter asks of path prefixes."""
+    return RESULTS
+
+
 # What every stage call shares; the interpreter running Snakemake runs the stages too (the project venv).
-STAGE = {"config": STAGE_CONFIG, "experiment_dir": RESULTS, "nextrl": f"{sys.executable} -m nextrl.cli"}
-RUN = " --arm {wildcards.arm} --seed {wildcards.seed} --round {wildcards.round}"
-LOG = " > {log} 2>&1"
+STAGE = {"config": STAGE_CONFIG, "experiment_dir": experiment_dir, "nextrl": f"{sys.executable} -m nextrl.cli"}
+SHARED_OPTIONS = "--config-json {params.config:q} --experiment-dir {params.experiment_dir}"
+RUN_OPTIONS = "--arm {wildcards.arm} --seed {wildcards.seed} --round {wildcards.round}"
 
 
-def call(stage, *options):
-    """The shell command of a stage: `nextrl <stage>` with the shared options, ``options`` and its log."""
-    shared = "{params.nextrl} " + stage + " --config-json {params.config:q} --experiment-dir {params.experiment_dir}"
-    return " ".join([shared, *options]) + LOG
+def call(stage, *options, per_run=True):
+    """The shell command of a stage: `nextrl <stage>`, the shared options, ``options``, the run's wildcards
+    (``per_run``: one arm, seed and round) and its log."""
+    words = ["{params.nextrl}", stage, SHARED_OPTIONS, *options, RUN_OPTIONS if per_run else "", "> {log} 2>&1"]
+    return " ".join(word for word in words if word)
 
 
 wildcard_constraints:
@@ -125,7 +133,8 @@ def summary_inputs(_):
     manifest = summary_manifest()
     paths = [manifest["base_test"]]
     for run in manifest["runs"]:
-        paths += [run["rl"]] + [run[key] for key in ("heldout", "test") if run[key]]
+        paths.append(run["rl"])
+        paths.extend(run[key] for key in ("heldout", "test") if run[key])
         if run["selection"]:
             paths += [os.path.dirname(run["selection"]), os.path.dirname(run["fit"])]
     return paths

@@ -10,7 +10,7 @@ rule data:
     conda:
         "../envs/cpu.yaml"
     shell:
-        call("data", "--output {output}")
+        call("data", "--output {output}", per_run=False)
 
 
 rule base_model:
@@ -30,4 +30,4 @@ rule base_model:
     conda:
         "../envs/cpu.yaml"
     shell:
-        call("base_model", "--data {input} --output {output}")
+        call("base_model", "--data {input} --output {output}", per_run=False)

@@ -19,7 +19,7 @@ rule evaluate_test:
         call(
             "evaluate",
             "--start-model {params.start_model} --adapter {input.rl}/state/adapter --data {input.data} --split test",
-            "--output {output}" + RUN,
+            "--output {output}",
         )
 
 
@@ -39,4 +39,8 @@ rule evaluate_base:
     conda:
         "../envs/cpu.yaml"
     shell:
-        call("evaluate", "--start-model {input.base} --data {input.data} --split test --output {output} --arm base")
+        call(
+            "evaluate",
+            "--start-model {input.base} --data {input.data} --split test --output {output} --arm base",
+            per_run=False,
+        )

@@ -22,7 +22,7 @@ rule trajectory:
         call(
             "trajectory",
             "--snapshots {input.rl}/snapshots --start-adapter={params.start_adapter} --offset={params.offset}",
-            "--output {output}" + RUN,
+            "--output {output}",
         )
 
 
@@ -42,7 +42,7 @@ rule fit:
     conda:
         "../envs/cpu.yaml"
     shell:
-        call("fit", "--trajectory {input.trajectory} --evaluations {input.rl}/eval.parquet --output {output}" + RUN)
+        call("fit", "--trajectory {input.trajectory} --evaluations {input.rl}/eval.parquet --output {output}")
 
 
 rule extrapolate:
@@ -64,7 +64,7 @@ rule extrapolate:
         call(
             "extrapolate",
             "--predictor {input.predictor} --trajectory {input.trajectory} --adapter {input.rl}/state/adapter",
-            "--output {output}" + RUN,
+            "--output {output}",
         )
 
 
@@ -91,7 +91,7 @@ rule select:
         call(
             "select",
             "--start-model {params.start_model} --start-offset={params.start_offset} --adapter {input.rl}/state/adapter",
-            "--candidates {input.candidates} --data {input.data} --output {output}" + RUN,
+            "--candidates {input.candidates} --data {input.data} --output {output}",
         )
 
 
@@ -117,5 +117,5 @@ rule heldout:
         call(
             "heldout",
             "--snapshots {input.rl}/snapshots --start-adapter={params.start_adapter} --offset={params.offset}",
-            "--evaluations {input.rl}/eval.parquet --output {output}" + RUN,
+            "--evaluations {input.rl}/eval.parquet --output {output}",
         )

@@ -23,7 +23,7 @@ rule rl_chunk:
         call(
             "rl_chunk",
             "--start-model {params.start_model} --resume={params.resume} --jump-selection={params.jump_selection}",
-            "--data {input.data} --output {output}" + RUN,
+            "--data {input.data} --output {output}",
         )
 
 

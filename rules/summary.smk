@@ -17,4 +17,4 @@ rule summary:
     conda:
         "../envs/cpu.yaml"
     shell:
-        call("summary", "--manifest {params.manifest:q} --output {output}")
+        call("summary", "--manifest {params.manifest:q} --output {output}", per_run=False)

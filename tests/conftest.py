@@ -24,7 +24,9 @@ def _no_network_and_one_thread():
 
     def guarded(self: socket.socket, address: Any) -> Any:
         host = address[0] if isinstance(address, tuple) else address
-        if isinstance(host, str) and not (host.startswith("127.") or host in ("localhost", "::1") or host.startswith("/")):
+        if isinstance(host, str) and not (
+            host.startswith("127.") or host in ("localhost", "::1") or host.startswith("/")
+        ):
             raise RuntimeError(f"test tried to reach the network: {address}")
         return original(self, address)
 

@@ -69,9 +69,7 @@ def test_constant_rewards_give_exact_zeros(estimator: str) -> None:
     ("estimator", "scale_by_std", "expected_first"),
     [("grpo", True, 0.8660239038), ("grpo", False, 0.5), ("rloo", True, 0.6666667)],
 )
-def test_compute_advantages_dispatches(
-    estimator: str, scale_by_std: bool, expected_first: float
-) -> None:
+def test_compute_advantages_dispatches(estimator: str, scale_by_std: bool, expected_first: float) -> None:
     advantages = compute_advantages(estimator, REWARDS, GROUP_SIZE, scale_by_std=scale_by_std)
     assert advantages.shape == REWARDS.shape
     assert advantages[0].item() == pytest.approx(expected_first, abs=1e-6)

@@ -9,8 +9,38 @@ from nextrl.config import ConfigError, validate_config
         (lambda c: c["rl"].update(chunk_steps=0), r"rl.chunk_steps: 0 is less than the minimum of 1"),
         (lambda c: c["rl"].update(chunk_steps=-3), r"rl.chunk_steps"),
         (lambda c: c["rl"].update(snapshot_every=3), r"rl.snapshot_every: 3 does not divide rl.chunk_steps 4"),
-        (lambda c: c["next"].update(alphas=[]), r"next.alphas"),
-        (lambda c: c["next"].update(horizon=3, triplets=1) or c["rl"].update(snapshot_every=2), r"next.horizon: 3"),
+        (lambda c: c["jump"].update(alphas=[]), r"jump.alphas"),
+        (lambda c: c["jump"].update(horizon=3, triplets=1) or c["rl"].update(snapshot_every=2), r"jump.horizon: 3"),
+        (lambda c: c["jump"].update(continuation="merge"), r"jump.continuation: 'merge' is not one of"),
+        (lambda c: c.update(arms=["none", "nexxt"]), r"arms: unknown extrapolator 'nexxt'; known: \['none', 'alpharl'"),
+        (
+            lambda c: c["extrapolators"].update(next={"hidden": "big"}),
+            r"extrapolators.next.hidden: 'big' is not of type 'integer'",
+        ),
+        (
+            lambda c: c["extrapolators"].update(relex={"rank": 1.5}),
+            r"extrapolators.relex.rank: 1.5 is not of type 'integer'",
+        ),
+        (lambda c: c["extrapolators"].update(linear={"scale": 2}), r"extrapolators.linear: Additional properties"),
+        (
+            lambda c: c["extrapolators"].update(alpharl={"target_gain": "0.1"}),
+            r"extrapolators.alpharl.target_gain: '0.1'",
+        ),
+        (
+            lambda c: c["task"]["params"].update(min_terms="2"),
+            r"task.params.min_terms: '2' is not of type <class 'int'>",
+        ),
+        (lambda c: c["task"]["params"].update(max_terms="two"), r"task.params.max_terms: 'two'"),
+        (lambda c: c["task"]["params"].update(min_digits=True), r"task.params.min_digits: True"),
+        (lambda c: c["task"]["params"].update(max_digits=None), r"task.params.max_digits: None"),
+        (lambda c: c["task"]["params"].update(operators=[1]), r"task.params.operators: \[1\]"),
+        (lambda c: c["task"]["params"].update(size=10), r"task.params.size: not a parameter"),
+        (lambda c: c["task"]["params"].update(digits=2), r"task.params.digits: not a parameter"),
+        (
+            lambda c: c["task"]["split_seeds"].update(selection=1000005),
+            r"task.split_seeds.validation: 1000003 is within 2",
+        ),
+        (lambda c: c["task"]["split_seeds"].update(selection=2000003), r"task.split_seeds.test: 2000003 is within 0"),
         (lambda c: c["model"].update(source="local", path="/nonexistent/model"), r"model.path: .*does not exist"),
         (lambda c: c["task"].update(dataset="no_such_task"), r"task.dataset"),
         (lambda c: c.update(colour="blue"), r"Additional properties are not allowed \('colour'"),
@@ -26,7 +56,24 @@ def test_bad_values_are_rejected_naming_the_key(test_config, mutate, message):
 def test_defaults_are_filled(test_config):
     assert test_config["rl"]["advantage"] == "grpo"
     assert test_config["rl"]["clip_eps"] == 0.2
-    assert test_config["next"]["triplets"] == 1
+    assert test_config["jump"]["triplets"] == 1
+    assert test_config["jump"]["continuation"] == "carry"
+
+
+def test_every_registered_extrapolator_has_a_schema_block():
+    import dataclasses
+
+    import yaml
+
+    from nextrl.config import SCHEMA_PATH, extrapolator_names
+    from nextrl.extrapolators import REGISTRY
+
+    assert extrapolator_names() == sorted(REGISTRY)
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    for name, method in REGISTRY.items():
+        block = schema["properties"]["extrapolators"]["properties"][name]
+        block = schema["$defs"][block["$ref"].rsplit("/", 1)[1]] if "$ref" in block else block
+        assert set(block.get("properties", {})) == {field.name for field in dataclasses.fields(method.Options)}, name
 
 
 def test_model_path_that_is_not_a_model(test_config, tmp_path):

@@ -7,8 +7,6 @@ With B_t = p(t)·b and A fixed, G_t = O + p(t)·M (M = s·b A) and every delta i
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import torch
 from nextrl.adapters import Adapter
 from nextrl.extrapolators import REGISTRY, AlphaRL, Linear, Next, NextGlobal, NextLocal, Relex, RepeatLast
 from nextrl.extrapolators.base import ExtrapolatorError, ModuleDelta
-from nextrl.extrapolators.next import BRANCHES, ModuleInfo, TripletNetwork, group_loss, seeded_network
+from nextrl.extrapolators.next import BRANCHES, TripletNetwork, group_loss, rank1_delta, seeded_network
 from nextrl.trajectory import trajectory_table
 
 SHAPES = {
@@ -137,7 +135,10 @@ def test_relex_recovers_linear_motion_with_one_component(rank: int) -> None:
 def test_relex_recovers_affine_motion_with_two_components() -> None:
     """G_t = O + t·M (a constant offset from earlier jumps): the history has rank 2 in time, so rank 2 is exact."""
     trajectory, motion = make_trajectory(rank=1, offset_rank=1)
-    assert_recovers(Relex({"rank": 2}).predict(trajectory), {module: HORIZON * m for module, m in motion.items()})
+    expected = {module: HORIZON * m for module, m in motion.items()}
+    assert_recovers(Relex({"rank": 2}).predict(trajectory), expected)
+    with pytest.raises(AssertionError, match="relative error"):  # one component mixes O into the direction
+        assert_recovers(Relex({"rank": 1}).predict(trajectory), expected)
 
 
 def test_repeat_last_recovers_constant_velocity_with_uneven_snapshots() -> None:
@@ -250,15 +251,21 @@ def test_next_ablations_have_one_branch(
 
 
 def test_next_negative_sigma_reverses_the_direction() -> None:
-    """σ̂ is used raw: σ̂ = −3 (× σ scale 2) is stored as (−û, 6, v̂), the same matrix −6·û v̂ᵀ."""
-    predictor = Next()
-    predictor.modules = {"w": ModuleInfo(m=2, n=2, sigma_scale=2.0)}
-    delta = predictor._delta(
-        "w", {"u": np.array([1.0, 0.0], np.float32), "v": np.array([0.0, 1.0], np.float32), "sigma": np.array([-3.0])}
-    )
+    """σ̂ is used raw, not clamped: σ̂ = −6 is stored as (−û, 6, v̂), the same matrix −6·û v̂ᵀ."""
+    delta = rank1_delta(np.array([1.0, 0.0], np.float32), -6.0, np.array([0.0, 1.0], np.float32))
     np.testing.assert_array_equal(delta.u[:, 0], [-1.0, 0.0])
-    assert delta.sigma[0] == pytest.approx(3.0 * 2.0)
+    np.testing.assert_array_equal(delta.sigma, [6.0])
     np.testing.assert_array_equal(delta.dense(), [[0.0, -6.0], [0.0, 0.0]])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback on a machine without CUDA")
+def test_next_cuda_falls_back_to_the_cpu_with_a_warning(
+    linear_motion: tuple[pd.DataFrame, dict[str, np.ndarray]],
+) -> None:
+    predictor = Next({**FAST_NEXT, "device": "cuda"})
+    with pytest.warns(UserWarning, match="CUDA is unavailable"):
+        predictor.fit(linear_motion[0])
+    assert all(next(network.parameters()).device.type == "cpu" for network in predictor.networks.values())
 
 
 # --- every registered method ----------------------------------------------------------------------------------------
@@ -383,20 +390,3 @@ def test_non_finite_predictions_are_reported(linear_motion: tuple[pd.DataFrame, 
 
 
 # --- imports --------------------------------------------------------------------------------------------------------
-
-
-def test_each_module_imports_on_its_own() -> None:
-    """Each module imports in a fresh interpreter (no cycle); the processes run side by side to save time."""
-    modules = ["base", "next", "linear", "relex", "alpharl", "trivial"]
-    processes = {
-        module: subprocess.Popen(
-            [sys.executable, "-c", f"import nextrl.extrapolators.{module}"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for module in modules
-    }
-    for module, process in processes.items():
-        _, stderr = process.communicate(timeout=120)
-        assert process.returncode == 0, f"nextrl.extrapolators.{module}: {stderr}"

@@ -2,7 +2,7 @@ import torch
 
 from nextrl.generation import HFGenerateBackend, completion_mask
 from nextrl.models import load_model, load_tokenizer
-from nextrl.rl_chunk import completion_logits
+from nextrl.training import completion_logits
 
 
 def test_completion_mask_keeps_tokens_up_to_and_including_first_eos():
@@ -23,5 +23,9 @@ def test_training_forward_reproduces_generation_with_left_padding(tiny_setup):
     predicted = logits.argmax(dim=-1)
     mask = rollouts.completion_mask.bool()
     assert torch.equal(predicted[mask], rollouts.completion_ids[mask])
-    assert rollouts.texts == [tokenizer.decode(row[: int(m.sum())]).replace("<eos>", "") for row, m in
-                              zip(rollouts.completion_ids, rollouts.completion_mask * (rollouts.completion_ids != tokenizer.eos_token_id))]
+    assert rollouts.texts == [
+        tokenizer.decode(row[: int(m.sum())]).replace("<eos>", "")
+        for row, m in zip(
+            rollouts.completion_ids, rollouts.completion_mask * (rollouts.completion_ids != tokenizer.eos_token_id)
+        )
+    ]

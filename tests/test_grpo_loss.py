@@ -15,9 +15,7 @@ from nextrl.grpo_loss import (
 
 
 def assert_values(actual: torch.Tensor, expected: list[list[float]]) -> None:
-    torch.testing.assert_close(
-        actual, torch.tensor(expected, dtype=actual.dtype), rtol=0.0, atol=1e-6
-    )
+    torch.testing.assert_close(actual, torch.tensor(expected, dtype=actual.dtype), rtol=0.0, atol=1e-6)
 
 
 # --- token_logprobs / token_entropy -------------------------------------------------------
@@ -192,9 +190,7 @@ def test_clipped_loss_single_sequence(
 ) -> None:
     old_logprobs = torch.tensor([[-2.0, -0.7]])
     logprobs = old_logprobs + torch.log(torch.tensor([ratios]))
-    loss, stats = policy_loss(
-        logprobs, old_logprobs, torch.tensor([advantage]), torch.ones(1, 2), 0.2, "token"
-    )
+    loss, stats = policy_loss(logprobs, old_logprobs, torch.tensor([advantage]), torch.ones(1, 2), 0.2, "token")
     assert loss.item() == pytest.approx(expected_loss, abs=1e-6)
     assert stats["policy_loss"] == pytest.approx(expected_loss, abs=1e-6)
     assert stats["clip_fraction"] == expected_clip_fraction
@@ -207,9 +203,7 @@ def test_clipped_token_has_no_gradient() -> None:
     # d/dlogp_0 of -(2 * ratio_0) / 2 = -ratio_0 = -1.1; token 1 is clipped -> 0
     old_logprobs = torch.tensor([[-2.0, -0.7]])
     logprobs = (old_logprobs + torch.log(torch.tensor([[1.1, 1.5]]))).requires_grad_()
-    loss, _ = policy_loss(
-        logprobs, old_logprobs, torch.tensor([2.0]), torch.ones(1, 2), 0.2, "token"
-    )
+    loss, _ = policy_loss(logprobs, old_logprobs, torch.tensor([2.0]), torch.ones(1, 2), 0.2, "token")
     loss.backward()
     assert logprobs.grad is not None
     assert_values(logprobs.grad, [[-1.1, 0.0]])
@@ -294,9 +288,7 @@ def test_garbage_in_padding_leaves_loss_and_gradient_unchanged() -> None:
     advantages = torch.tensor([0.7, -1.3])
 
     def loss_and_grad(old: torch.Tensor, ref: torch.Tensor) -> tuple[float, torch.Tensor]:
-        loss, _ = policy_loss(
-            logprobs, old, advantages, MASK, 0.2, "sequence", ref_logprobs=ref, kl_coef=0.05
-        )
+        loss, _ = policy_loss(logprobs, old, advantages, MASK, 0.2, "sequence", ref_logprobs=ref, kl_coef=0.05)
         (grad,) = torch.autograd.grad(loss, logprobs)
         return loss.item(), grad
 

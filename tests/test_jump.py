@@ -100,13 +100,18 @@ def test_carried_over_jump_with_alpha_zero_is_bit_identical_to_plain_rl(tiny_set
     run_round1(test_config, tiny_setup, round0, tmp_path / "none1", tiny_setup["base"], None)
     run_round1(test_config, tiny_setup, round0, tmp_path / "jump1", tmp_path / "selected" / "model",
                tmp_path / "selected" / "selection.parquet")  # fmt: skip
-    for relative in ["state/adapter/adapter_model.safetensors", *[f"snapshots/step_{s}/adapter_model.safetensors" for s in (5, 8)]]:
+    for relative in [
+        "state/adapter/adapter_model.safetensors",
+        *[f"snapshots/step_{s}/adapter_model.safetensors" for s in (5, 8)],
+    ]:
         plain, jumped = load_file(tmp_path / "none1" / relative), load_file(tmp_path / "jump1" / relative)
         assert plain.keys() == jumped.keys()
         assert all(torch.equal(plain[key], jumped[key]) for key in plain), relative
     for table in ("metrics.parquet", "eval.parquet"):
         plain, jumped = (pd.read_parquet(tmp_path / run / table) for run in ("none1", "jump1"))
-        pd.testing.assert_frame_equal(plain.drop(columns="seconds", errors="ignore"), jumped.drop(columns="seconds", errors="ignore"))
+        pd.testing.assert_frame_equal(
+            plain.drop(columns="seconds", errors="ignore"), jumped.drop(columns="seconds", errors="ignore")
+        )
     assert list(pd.read_parquet(tmp_path / "jump1" / "eval.parquet")["step"]) == [5, 6, 7, 8]  # no restart evaluation
 
 
@@ -150,7 +155,8 @@ def select_with(config, tiny_setup, round0, tmp_path, scores, monkeypatch=None):
     stage.evaluate_model = fixed
     try:
         stage.run(config, start_model=tiny_setup["base"], start_offset=None, adapter=round0 / "state" / "adapter",
-                  candidates=tmp_path / "candidates", data=tiny_setup["data"], output=tmp_path / "selected")  # fmt: skip
+                  candidates=tmp_path / "candidates", data=tiny_setup["data"],
+                  output=tmp_path / "selected")  # fmt: skip
     finally:
         stage.evaluate_model = real
 

@@ -20,9 +20,7 @@ TOLERANCE = 1e-5
 M, N, RANK, SCALE = 256, 192, 8, 2.0
 
 
-def random_lora(
-    m: int, n: int, rank: int, seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def random_lora(m: int, n: int, rank: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Random LoRA factors B (m×rank) and A (rank×n) with well-separated singular values."""
     generator = torch.Generator().manual_seed(seed)
     b = torch.randn(m, rank, generator=generator) / math.sqrt(m)
@@ -53,9 +51,7 @@ def test_lora_triplets_match_dense_svd(k: int) -> None:
     full_dense_sigma = torch.linalg.svdvals(delta.double()).float()
     assert actual.spectrum.shape == (RANK,)
     torch.testing.assert_close(actual.spectrum, full_dense_sigma[:RANK], atol=TOLERANCE, rtol=0)
-    assert actual.frobenius_norm == pytest.approx(
-        float(torch.linalg.norm(delta.double())), rel=TOLERANCE
-    )
+    assert actual.frobenius_norm == pytest.approx(float(torch.linalg.norm(delta.double())), rel=TOLERANCE)
     assert actual.energy_ratio == pytest.approx(
         float(full_dense_sigma[0] / full_dense_sigma[:RANK].sum()), abs=TOLERANCE
     )
@@ -83,9 +79,7 @@ def test_difference_triplets_match_dense_svd(old_rank: int) -> None:
 
     assert actual.spectrum.shape == (RANK + old_rank,)
     assert_triplets_close(actual, expected)
-    assert actual.frobenius_norm == pytest.approx(
-        float(torch.linalg.norm(delta.double())), rel=TOLERANCE
-    )
+    assert actual.frobenius_norm == pytest.approx(float(torch.linalg.norm(delta.double())), rel=TOLERANCE)
 
 
 def test_difference_of_identical_checkpoints_is_zero() -> None:

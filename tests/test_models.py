@@ -1,9 +1,24 @@
 import pytest
 import torch
 
-from nextrl.models import ModelError, build_char_tokenizer, build_tiny_model, check_model_dir, load_model, load_tokenizer, save_model
+from nextrl.models import (
+    ModelError,
+    build_char_tokenizer,
+    build_tiny_model,
+    check_model_dir,
+    load_model,
+    load_tokenizer,
+    save_model,
+)
 
-SHAPE = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 2, "num_kv_heads": 1, "max_positions": 32}
+SHAPE = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_layers": 2,
+    "num_heads": 2,
+    "num_kv_heads": 1,
+    "max_positions": 32,
+}
 
 
 def test_char_tokenizer_round_trip(tmp_path):

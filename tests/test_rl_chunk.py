@@ -7,11 +7,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nextrl.rl_chunk import RLError, run_rl_chunk, train_order
+from nextrl.stages import rl_chunk
+from nextrl.training import RLError, train_order
 
 
 def _chunk(tiny_setup, config, output, round_index, resume=None, seed=0):
-    run_rl_chunk(tiny_setup["base"], resume, tiny_setup["data"], output, config, seed=seed, round_index=round_index)
+    rl_chunk.run(config, start_model=tiny_setup["base"], resume=resume, jump_selection=None, data=tiny_setup["data"],
+                 output=output, seed=seed, round_index=round_index)  # fmt: skip
 
 
 def test_train_order_is_a_pure_function_of_seed_and_cursor():
@@ -34,7 +36,9 @@ def test_chunked_rl_equals_one_continuous_run(tiny_setup, test_config, tmp_path)
     for key in whole:
         assert torch.equal(chunked[key], whole[key]), key
     assert not torch.equal(whole[next(k for k in whole if "lora_B" in k)], torch.zeros(1))  # it trained
-    metrics = pd.concat([pd.read_parquet(tmp_path / f"round{r}" / "metrics.parquet") for r in (0, 1)], ignore_index=True)
+    metrics = pd.concat(
+        [pd.read_parquet(tmp_path / f"round{r}" / "metrics.parquet") for r in (0, 1)], ignore_index=True
+    )
     expected = pd.read_parquet(tmp_path / "whole" / "metrics.parquet")
     pd.testing.assert_frame_equal(metrics.drop(columns="seconds"), expected.drop(columns="seconds"))
     snapshot = f"step_{steps + 1}"
@@ -50,15 +54,15 @@ def test_chunked_rl_equals_one_continuous_run(tiny_setup, test_config, tmp_path)
 
 
 def test_non_finite_loss_stops_with_no_output(tiny_setup, test_config, tmp_path, monkeypatch):
-    import nextrl.rl_chunk as rl_chunk
+    import nextrl.training as training
 
-    real = rl_chunk.policy_loss
+    real = training.policy_loss
 
     def exploding(*args, **kwargs):
         loss, stats = real(*args, **kwargs)
         return loss * float("nan"), stats
 
-    monkeypatch.setattr(rl_chunk, "policy_loss", exploding)
+    monkeypatch.setattr(training, "policy_loss", exploding)
     with pytest.raises(RLError, match="non-finite loss .* at RL step 1"):
         _chunk(tiny_setup, test_config, tmp_path / "rl", 0)
     assert list(tmp_path.iterdir()) == []  # nothing partial, not even the staging directory

@@ -4,17 +4,25 @@ import pandas as pd
 import pytest
 
 from nextrl.config import ConfigError, validate_config
-from nextrl.tasks import TaskError, build_splits, extract_answer, make_scorer
+from nextrl.tasks import SPLITS, TaskError, build_splits, check_disjoint, extract_answer, make_scorer
 
 
 def test_splits_share_no_prompt_and_are_nonempty(test_config):
     splits = build_splits(test_config["task"])
+    assert list(splits) == list(SPLITS) == ["train", "selection", "validation", "test"]
     prompts = {name: set(frame["prompt"]) for name, frame in splits.items()}
     assert all(len(p) == len(splits[name]) > 0 for name, p in prompts.items())  # de-duplicated within a split
-    assert not prompts["train"] & prompts["validation"]
-    assert not prompts["train"] & prompts["test"]
-    assert not prompts["validation"] & prompts["test"]
+    for position, first in enumerate(SPLITS):
+        for second in SPLITS[position + 1 :]:
+            assert not prompts[first] & prompts[second], (first, second)
     assert list(splits["train"].columns) == ["index", "prompt", "answer", "entry"]
+
+
+def test_overlapping_splits_are_refused_naming_both(test_config):
+    splits = build_splits(test_config["task"])
+    splits["selection"] = pd.concat([splits["selection"], splits["validation"].head(2)], ignore_index=True)
+    with pytest.raises(TaskError, match=r"data: the validation split overlaps selection \(2 prompts"):
+        check_disjoint(splits, "data")
 
 
 def test_splits_are_deterministic(test_config):
@@ -38,8 +46,16 @@ def test_extract_answer():
 
 
 def _local_task(path, **overrides):
-    return {"source": "local_file", "path": str(path), "question_column": "question", "answer_column": "answer",
-            "fractions": {"validation": 0.2, "test": 0.2}, "split_seed": 0, "prompt_template": "{question}", **overrides}
+    return {
+        "source": "local_file",
+        "path": str(path),
+        "question_column": "question",
+        "answer_column": "answer",
+        "fractions": {"selection": 0.2, "validation": 0.2, "test": 0.2},
+        "split_seed": 0,
+        "prompt_template": "{question}",
+        **overrides,
+    }
 
 
 def test_math_verify_scoring_on_a_local_file(tmp_path):
@@ -48,7 +64,12 @@ def test_math_verify_scoring_on_a_local_file(tmp_path):
     path.write_text("\n".join(json.dumps(r) for r in rows))
     task = _local_task(path)
     splits = build_splits(task)
-    assert sum(len(f) for f in splits.values()) == 20
+    assert {name: len(frame) for name, frame in splits.items()} == {
+        "train": 8,
+        "selection": 4,
+        "validation": 4,
+        "test": 4,
+    }
     score = make_scorer(task)
     entry = json.dumps({"question": "q", "answer": "\\frac{3}{2}"})
     assert score("So the result is \\boxed{1.5}", entry) == 1.0

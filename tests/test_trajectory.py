@@ -1,18 +1,22 @@
-"""Trajectory exactness on snapshots the project produced, against the dense SVD of the merged delta."""
+"""Trajectory exactness on snapshots the project produced (against dense SVDs of merged deltas), the offset and
+round kinds, and signs consistent along the trajectory (method.md §4)."""
 
-import json
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from peft import PeftModel
 from safetensors.torch import load_file, save_file
 
+from nextrl.adapters import Adapter, load_snapshots
 from nextrl.lowrank import dense_triplets
 from nextrl.models import load_model
-from nextrl.rl_chunk import run_rl_chunk
-from nextrl.trajectory import TRAJECTORY_SCHEMA, TrajectoryError, extract_trajectory, load_adapter
+from nextrl.stages import rl_chunk, trajectory
+from nextrl.trajectory import TRAJECTORY_SCHEMA, TrajectoryError, trajectory_table
+
+HORIZON = 2
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +24,8 @@ def round_dir(tiny_setup, tmp_path_factory):
     from tests.conftest import load_test_config
 
     output = tmp_path_factory.mktemp("round") / "rl"
-    run_rl_chunk(tiny_setup["base"], None, tiny_setup["data"], output, load_test_config(), seed=1, round_index=0)
+    rl_chunk.run(load_test_config(), start_model=tiny_setup["base"], resume=None, jump_selection=None,
+                 data=tiny_setup["data"], output=output, seed=1, round_index=0)  # fmt: skip
     return output
 
 
@@ -30,31 +35,15 @@ def merged_weights(base_dir, adapter_dir):
     return {name: p.detach().double() for name, p in model.named_parameters()}
 
 
-def exact_delta(round_dir, module, kind, step, steps, horizon):
-    """The delta in fp64 from the adapter factors: s·(B_new A_new − B_old A_old)."""
-
-    def product(at_step):
-        if at_step is None:
-            return 0.0
-        adapter = load_adapter(round_dir / "snapshots" / f"step_{at_step}")
-        b, a = adapter.factors[module]
-        return adapter.scale * b.double() @ a.double()
-
-    index = steps.index(step)
-    new, old = {
-        "global": (step, None),
-        "local": (step, steps[index - 1] if index else None),
-        "target": (step + horizon, step),
-    }[kind]
-    return product(new) - product(old)
-
-
-def test_every_triplet_equals_the_dense_svd_of_the_merged_delta(tiny_setup, round_dir, tmp_path):
+def test_every_triplet_equals_the_dense_svd_of_the_merged_delta(tiny_setup, round_dir, test_config, tmp_path):
+    test_config["jump"].update(horizon=HORIZON, triplets=2)
     output = tmp_path / "trajectory.parquet"
-    extract_trajectory(round_dir / "snapshots", output, round_index=0, horizon=2, triplets=2)
+    trajectory.run(
+        test_config, snapshots=round_dir / "snapshots", start_adapter=None, offset=None, output=output, round_index=0
+    )
     table = pd.read_parquet(output)
-    assert pd.api.types.is_integer_dtype(table["step"]) and set(table["kind"]) == {"global", "local", "target"}
     assert [f.name for f in TRAJECTORY_SCHEMA] == list(table.columns)
+    assert set(table["kind"]) == {"global", "local", "target", "round"} and set(table["start_step"]) == {0}
     base = {name: p.detach().double() for name, p in load_model(tiny_setup["base"]).named_parameters()}
     steps = sorted(table["step"].unique())
     merged = {step: merged_weights(tiny_setup["base"], round_dir / "snapshots" / f"step_{step}") for step in steps}
@@ -62,38 +51,118 @@ def test_every_triplet_equals_the_dense_svd_of_the_merged_delta(tiny_setup, roun
     for (module, step, kind), rows in table.groupby(["module", "step", "kind"]):
         name = module.removeprefix("base_model.model.") + ".weight"
         weights = {s: merged[s][name] for s in steps}
-        start = base[name]
         index = steps.index(step)
         delta = {
-            "global": weights[step] - start,
-            "local": weights[step] - (weights[steps[index - 1]] if index else start),
-            "target": weights[step + 2] - weights[step] if step + 2 in weights else None,
+            "global": weights[step] - base[name],
+            "round": weights[step] - base[name],
+            "local": weights[step] - (weights[steps[index - 1]] if index else base[name]),
+            "target": weights[step + HORIZON] - weights[step] if step + HORIZON in weights else None,
         }[kind]
-        reference = dense_triplets(delta.float(), 2)
         rows = rows.sort_values("k")
+        reference = dense_triplets(delta.float(), len(rows))
+        sigma = [float("inf"), *reference.sigma.tolist(), 0.0]
         for k, row in enumerate(rows.itertuples()):
-            assert row.sigma == pytest.approx(float(reference.sigma[k]), abs=1e-5)
-            if float(reference.sigma[k]) > 1e-4 and (k == 0 or float(reference.sigma[k - 1] - reference.sigma[k]) > 1e-4):
-                assert torch.allclose(torch.tensor(row.u), reference.u[:, k], atol=1e-5)
-                assert torch.allclose(torch.tensor(row.v), reference.v[:, k], atol=1e-5)
-        # E1 sums every singular value, so the fp32 rounding floor of the merged weights (~1e-6 per value)
-        # would bias it; its reference is the same delta computed in fp64 from the adapter factors.
-        exact = exact_delta(round_dir, module, kind, step, steps, horizon=2)
-        exact_reference = dense_triplets(exact, 2)
-        assert rows["energy_ratio"].iloc[0] == pytest.approx(exact_reference.energy_ratio, abs=1e-5)
-        assert rows["frob_norm"].iloc[0] == pytest.approx(float(torch.linalg.norm(exact)), abs=1e-5)
-        assert float(torch.linalg.norm(exact - delta)) < 1e-5
+            assert row.sigma == pytest.approx(sigma[k + 1], abs=1e-5)
+            separated = min(sigma[k] - sigma[k + 1], sigma[k + 1] - sigma[k + 2]) > 1e-3  # a well-defined direction
+            if sigma[k + 1] > 1e-4 and separated:
+                # signs are aligned along the trajectory, so compare the sign-free product u vᵀ
+                product = torch.outer(torch.tensor(row.u), torch.tensor(row.v))
+                assert torch.allclose(product, torch.outer(reference.u[:, k], reference.v[:, k]), atol=1e-5)
+        assert rows["frob_norm"].iloc[0] == pytest.approx(float(torch.linalg.norm(delta)), abs=1e-5)
         checked += 1
-    assert checked == table["module"].nunique() * (2 * len(steps) + sum(1 for s in steps if s + 2 in merged))
+    assert checked == table["module"].nunique() * (2 * len(steps) + sum(1 for s in steps if s + HORIZON in merged) + 1)
+    # the round kind keeps every triplet of W_T − W_start: its rank-k sum is the whole delta
+    round_rows = table[table["kind"] == "round"]
+    for module, rows in round_rows.groupby("module"):
+        name = module.removeprefix("base_model.model.") + ".weight"
+        rebuilt = sum(row.sigma * np.outer(row.u, row.v) for row in rows.itertuples())
+        assert np.allclose(rebuilt, (merged[steps[-1]][name] - base[name]).numpy(), atol=1e-5)
 
 
-def test_too_few_snapshots_for_the_horizon(round_dir, tmp_path):
+def synthetic_adapters(steps, rotate, seed=0, shape=(12, 10), rank=3):
+    """Adapters W_t = B_t A_t (scale 1) whose top direction rotates by ``rotate`` radians per step and grows."""
+    generator = np.random.default_rng(seed)
+    qu = np.linalg.qr(generator.standard_normal((shape[0], rank + 1)))[0]
+    qv = np.linalg.qr(generator.standard_normal((shape[1], rank + 1)))[0]
+    adapters = {}
+    for t in steps:
+        u = np.cos(rotate * t) * qu[:, 0] + np.sin(rotate * t) * qu[:, rank]
+        v = np.cos(rotate * t) * qv[:, 0] + np.sin(rotate * t) * qv[:, rank]
+        b = np.stack([t * u, 0.1 * qu[:, 1], 0.05 * t * qu[:, 2]], axis=1)
+        a = np.stack([v, qv[:, 1], qv[:, 2]], axis=0)
+        # random per-column signs of the factors: what independent SVDs or training would hand us
+        flips = generator.choice([-1.0, 1.0], size=rank)
+        adapters[t] = Adapter(
+            {"m": (torch.tensor(b * flips, dtype=torch.float32), torch.tensor((a.T * flips).T, dtype=torch.float32))},
+            1.0,
+            {},
+        )
+    return adapters
+
+
+def flipped_pairs(table: pd.DataFrame) -> tuple[int, int]:
+    """(flips, pairs): consecutive same-module, same-kind top triplets pointing the same way (|cos u| > 0.3)
+    but stored with opposite signs (u·u_prev + v·v_prev < 0)."""
+    flips = pairs = 0
+    for _, rows in table[table["k"] == 0].groupby(["module", "kind"]):
+        rows = rows.sort_values("step")
+        for previous, current in zip(rows.itertuples(), rows.iloc[1:].itertuples()):
+            u_prev, u = np.asarray(previous.u), np.asarray(current.u)
+            if abs(u_prev @ u) > 0.3:
+                pairs += 1
+                flips += (u_prev @ u + np.asarray(previous.v) @ np.asarray(current.v)) < 0
+    return flips, pairs
+
+
+def test_no_sign_flips_along_a_synthetic_rotating_trajectory():
+    steps = list(range(1, 21))
+    table = trajectory_table(
+        synthetic_adapters(steps, rotate=0.08), None, None, 0, 0, horizon=3, triplets=1
+    ).to_pandas()
+    flips, pairs = flipped_pairs(table)
+    assert pairs >= 50 and flips == 0
+
+
+def test_no_sign_flips_along_real_snapshots(round_dir, test_config):
+    table = trajectory_table(
+        load_snapshots(round_dir / "snapshots"), None, None, 0, 0, horizon=1, triplets=1
+    ).to_pandas()
+    flips, pairs = flipped_pairs(table)
+    assert pairs > 0 and flips == 0
+
+
+def test_global_deltas_include_the_offset_exactly():
+    steps = [1, 2, 3]
+    adapters = synthetic_adapters(steps, rotate=0.3)
+    generator = np.random.default_rng(5)
+    left = torch.tensor(generator.standard_normal((12, 2)), dtype=torch.float32)
+    right = torch.tensor(generator.standard_normal((2, 10)), dtype=torch.float32)
+    table = trajectory_table(adapters, None, {"m": (left, right)}, 1, 0, horizon=1, triplets=3).to_pandas()
+    for step in steps:
+        b, a = adapters[step].factors["m"]
+        expected = dense_triplets((left @ right + b @ a).double(), 3)
+        rows = table[(table["kind"] == "global") & (table["step"] == step)].sort_values("k")
+        assert np.allclose(rows["sigma"], expected.sigma.numpy(), atol=1e-5)
+        local = table[(table["kind"] == "local") & (table["step"] == step)]
+        assert local["frob_norm"].iloc[0] == pytest.approx(
+            float(
+                torch.linalg.norm(
+                    b @ a - (adapters[step - 1].factors["m"][0] @ adapters[step - 1].factors["m"][1] if step > 1 else 0)
+                )
+            ),
+            rel=1e-5,
+        )
+
+
+def test_too_few_snapshots_for_the_horizon(round_dir, test_config, tmp_path):
+    test_config["jump"]["horizon"] = 40
     with pytest.raises(TrajectoryError, match="fewer snapshots than the horizon needs"):
-        extract_trajectory(round_dir / "snapshots", tmp_path / "t.parquet", 0, horizon=40, triplets=1)
+        trajectory.run(test_config, snapshots=round_dir / "snapshots", start_adapter=None, offset=None,
+                       output=tmp_path / "t.parquet", round_index=0)  # fmt: skip
     assert not (tmp_path / "t.parquet").exists()
 
 
-def test_mismatched_snapshots_are_rejected(round_dir, tmp_path):
+def test_mismatched_snapshots_are_rejected(round_dir, test_config, tmp_path):
     snapshots = tmp_path / "snapshots"
     shutil.copytree(round_dir / "snapshots", snapshots)
     broken = snapshots / "step_3" / "adapter_model.safetensors"
@@ -101,10 +170,21 @@ def test_mismatched_snapshots_are_rejected(round_dir, tmp_path):
     key = next(k for k in weights if "lora_A" in k)
     weights[key] = torch.zeros(weights[key].shape[0], weights[key].shape[1] + 1)
     save_file(weights, broken)
+
+    def run():
+        trajectory.run(
+            test_config,
+            snapshots=snapshots,
+            start_adapter=None,
+            offset=None,
+            output=tmp_path / "t.parquet",
+            round_index=0,
+        )
+
     with pytest.raises(TrajectoryError, match=r"step_3: module .* has shape"):
-        extract_trajectory(snapshots, tmp_path / "t.parquet", 0, horizon=2, triplets=1)
+        run()
     del weights[key]
     save_file(weights, broken)
-    with pytest.raises(TrajectoryError, match="step_3"):
-        extract_trajectory(snapshots, tmp_path / "t.parquet", 0, horizon=2, triplets=1)
+    with pytest.raises(ValueError, match="step_3"):
+        run()
     assert not (tmp_path / "t.parquet").exists()

@@ -1,4 +1,5 @@
-"""End to end: the Snakemake DAG on config/test.yaml (both arms, two rounds), kill-and-resume, lint, profiles."""
+"""End to end: the Snakemake DAG on config/test.yaml (plain RL and three extrapolators, two rounds), kill-and-resume,
+bad input rejected before anything runs or by the stage that meets it, lint, profiles."""
 
 from __future__ import annotations
 
@@ -18,7 +19,13 @@ from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile")]
-ENV = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+ENV = {
+    **os.environ,
+    "TQDM_DISABLE": "1",
+    "HF_HUB_OFFLINE": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+}
 
 
 def workdir(tmp_path: Path) -> Path:
@@ -41,19 +48,30 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory / "results" / "test"
 
 
-def test_end_to_end_covers_both_arms_and_two_rounds(finished_run: Path):
+ARMS = {"none", "next", "linear", "repeat_last"}
+
+
+def test_end_to_end_covers_every_arm_and_two_rounds(finished_run: Path):
+    from nextrl.extrapolators import REGISTRY
+
     summary = finished_run / "summary"
     per_seed = pd.read_parquet(summary / "steps_to_target.parquet")
-    assert set(per_seed["arm"]) == {"none", "next"}
+    assert set(per_seed["arm"]) == ARMS
     assert (summary / "accuracy_vs_steps.png").stat().st_size > 10_000
     assert "test_accuracy_ci95" in (summary / "table.md").read_text()
     curves = pd.read_parquet(summary / "curves.parquet")
-    assert curves.groupby("arm")["round"].nunique().to_dict() == {"next": 2, "none": 2}
+    assert curves.groupby("arm")["round"].nunique().to_dict() == dict.fromkeys(ARMS, 2)
     assert curves["step"].max() == 8
-    selection = pd.read_parquet(finished_run / "next" / "seed0" / "round0" / "jump" / "selected" / "selection.parquet")
-    assert 0.0 in set(selection["alpha"]) and selection["selected"].sum() == 1
+    for arm in ARMS - {"none"}:
+        selection = pd.read_parquet(finished_run / arm / "seed0" / "round0" / "jump" / "selected" / "selection.parquet")
+        assert 0.0 in set(selection["alpha"]) and selection["selected"].sum() == 1
+        assert (selection.loc[selection["selected"], "accuracy"] == selection["accuracy"].max()).all()
     trajectory = pd.read_parquet(finished_run / "next" / "seed0" / "round0" / "trajectory.parquet")
-    assert set(trajectory["kind"]) == {"global", "local", "target"}
+    assert set(trajectory["kind"]) == {"global", "local", "target", "round"}
+    heldout = pd.read_csv(summary / "heldout.csv")
+    assert list(heldout["method"]) == list(REGISTRY)  # every method, the trivial baseline included
+    assert (heldout["pairs"] + heldout["rounds_failed"] > 0).all()
+    assert "repeat_last is the trivial baseline" in (summary / "heldout.md").read_text()
     metrics = pd.read_parquet(finished_run / "none" / "seed0" / "round1" / "rl" / "metrics.parquet")
     assert list(metrics["step"]) == [5, 6, 7, 8]
     # no staging leftovers anywhere
@@ -69,8 +87,10 @@ def test_mlflow_groups_stages_seeds_and_rounds(finished_run: Path):
     experiment = client.get_experiment_by_name("test")
     runs = client.search_runs([experiment.experiment_id], max_results=200)
     stages = {(r.data.tags.get("arm"), r.data.tags.get("round"), r.data.tags["stage"]) for r in runs}
-    assert {("none", "0", "rl"), ("none", "1", "rl"), ("next", "0", "fit"), ("next", "0", "select"), ("next", "1", "evaluate")} <= stages
-    rl_run = next(r for r in runs if r.data.tags["stage"] == "rl" and r.data.tags["round"] == "1")
+    expected = {("none", "0", "rl_chunk"), ("none", "1", "rl_chunk"), ("next", "0", "fit"), ("next", "0", "select"),
+                ("next", "1", "evaluate"), ("linear", "0", "heldout")}  # fmt: skip
+    assert expected <= stages
+    rl_run = next(r for r in runs if r.data.tags["stage"] == "rl_chunk" and r.data.tags["round"] == "1")
     assert len(client.get_metric_history(rl_run.info.run_id, "reward_mean")) == 4
 
 
@@ -92,9 +112,9 @@ def _outputs(results: Path) -> dict[str, object]:
 
 def test_killed_rl_job_leaves_nothing_partial_and_rerun_matches(finished_run: Path, tmp_path: Path):
     directory = workdir(tmp_path)
-    process = subprocess.Popen([*SNAKEMAKE, "--directory", str(directory), "--configfile", "config/test.yaml", "--cores", "1"],
-                               env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                               cwd=directory)  # fmt: skip
+    command = [*SNAKEMAKE, "--directory", str(directory), "--configfile", "config/test.yaml", "--cores", "1"]
+    process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True, cwd=directory)  # fmt: skip
     target = directory / "results" / "test" / "none" / "seed0" / "round1"
     deadline = time.time() + 600
     while time.time() < deadline and not any(target.glob(".rl.*.tmp/rl/snapshots/step_6")):
@@ -124,14 +144,16 @@ def test_lint_is_clean(tmp_path: Path):
 def test_slurm_profile_plans_the_same_dag(tmp_path: Path):
     directory = workdir(tmp_path)
     local = snakemake(directory, "-n", "--cores", "2")
-    slurm = snakemake(directory, "-n", "--workflow-profile", str(REPO / "workflow" / "profiles" / "slurm"), "--slurm-no-account")
+    slurm = snakemake(
+        directory, "-n", "--workflow-profile", str(REPO / "workflow" / "profiles" / "slurm"), "--slurm-no-account"
+    )
 
     def job_table(text: str) -> str:
         return text[text.index("Job stats:") :].split("\n\n")[0]
 
     assert job_table(local.stdout) == job_table(slurm.stdout)
-    assert "rl_chunk                 3" in job_table(local.stdout)  # round 0 is shared by both arms
-    assert "share_first_round        1" in job_table(local.stdout)
+    assert "rl_chunk                 5" in job_table(local.stdout)  # round 0 is shared by every arm
+    assert "share_first_round        3" in job_table(local.stdout)
 
 
 @pytest.mark.parametrize(
@@ -141,15 +163,39 @@ def test_slurm_profile_plans_the_same_dag(tmp_path: Path):
         ({"rl": {"snapshot_every": 3}}, "rl.snapshot_every: 3 does not divide rl.chunk_steps 4"),
         ({"task": {"dataset": "no_such_task"}}, "no_such_task"),
         ({"model": {"source": "local", "path": "missing/model"}}, "model.path"),
+        ({"arms": ["none", "nexxt"]}, "config key arms: unknown extrapolator 'nexxt'"),
+        ({"extrapolators": {"next": {"epochs": "many"}}}, "extrapolators.next.epochs: 'many' is not of type 'integer'"),
+        ({"task": {"params": {"min_digits": "one"}}}, "task.params.min_digits: 'one' is not of type"),
+        ({"task": {"split_seeds": {"selection": 1000010}}}, "task.split_seeds.validation: 1000003 is within 7"),
     ],
 )
 def test_bad_config_is_rejected_before_anything_runs(tmp_path: Path, change: dict, message: str):
     directory = workdir(tmp_path)
     config = yaml.safe_load((directory / "config" / "test.yaml").read_text())
     for section, values in change.items():
-        config[section].update(values)
+        if isinstance(values, dict):
+            for key, value in values.items():
+                config[section][key] = {**config[section][key], **value} if isinstance(value, dict) else value
+        else:
+            config[section] = values
     (directory / "config" / "test.yaml").write_text(yaml.safe_dump(config))
     result = snakemake(directory, "--cores", "1", check=False)
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
     assert not (directory / "results").exists()
+
+
+def test_alpharl_without_per_snapshot_evaluations_fails_cleanly(finished_run: Path, tmp_path: Path):
+    round0 = finished_run / "next" / "seed0" / "round0"
+    evaluations = pd.read_parquet(round0 / "rl" / "eval.parquet")
+    evaluations[evaluations["step"] != 2].to_parquet(tmp_path / "eval.parquet")
+    config = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    command = [sys.executable, "-m", "nextrl.cli", "fit", "--configfile", str(tmp_path / "config.yaml"),
+               "--experiment-dir", str(tmp_path), "--trajectory", str(round0 / "trajectory.parquet"),
+               "--evaluations", str(tmp_path / "eval.parquet"), "--output", str(tmp_path / "predictor"),
+               "--arm", "alpharl", "--seed", "0", "--round", "0"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=REPO, timeout=300)
+    assert result.returncode == 1
+    assert "nextrl fit: error: alpharl" in result.stderr and "[2]" in result.stderr
+    assert not (tmp_path / "predictor").exists() and not list(tmp_path.glob(".predictor*"))

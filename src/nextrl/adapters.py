@@ -102,7 +102,10 @@ def concat_factors(*parts: Factors) -> Factors:
     stacked = {}
     for module in modules:
         present = [part[module] for part in parts if module in part]
-        stacked[module] = (torch.cat([left for left, _ in present], dim=1), torch.cat([right for _, right in present], dim=0))
+        stacked[module] = (
+            torch.cat([left for left, _ in present], dim=1),
+            torch.cat([right for _, right in present], dim=0),
+        )
     return stacked
 
 

@@ -15,16 +15,12 @@ ADVANTAGE_ESTIMATORS: tuple[str, ...] = ("grpo", "rloo", "reinforce_pp")
 def _validate_rewards(rewards: Tensor, group_size: int, min_group_size: int) -> None:
     if rewards.ndim != 1 or not rewards.is_floating_point():
         raise ValueError(
-            f"rewards must be a 1-D floating-point tensor, got shape {tuple(rewards.shape)} "
-            f"and dtype {rewards.dtype}"
+            f"rewards must be a 1-D floating-point tensor, got shape {tuple(rewards.shape)} and dtype {rewards.dtype}"
         )
     if group_size < min_group_size:
         raise ValueError(f"group_size must be >= {min_group_size}, got {group_size}")
     if rewards.numel() == 0 or rewards.numel() % group_size != 0:
-        raise ValueError(
-            f"rewards length {rewards.numel()} is not a positive multiple of "
-            f"group_size={group_size}"
-        )
+        raise ValueError(f"rewards length {rewards.numel()} is not a positive multiple of group_size={group_size}")
 
 
 def _centered(values: Tensor) -> Tensor:
@@ -38,9 +34,7 @@ def _centered(values: Tensor) -> Tensor:
     return torch.where(is_constant, torch.zeros_like(centered), centered)
 
 
-def grpo_advantages(
-    rewards: Tensor, group_size: int, scale_by_std: bool = True, eps: float = 1e-6
-) -> Tensor:
+def grpo_advantages(rewards: Tensor, group_size: int, scale_by_std: bool = True, eps: float = 1e-6) -> Tensor:
     """Group-relative advantages.
 
     With ``scale_by_std`` (GRPO; Shao et al. 2024, "DeepSeekMath", arXiv 2402.03300,
@@ -86,16 +80,11 @@ def reinforce_pp_advantages(rewards: Tensor, group_size: int, eps: float = 1e-6)
     """
     _validate_rewards(rewards, group_size, min_group_size=1)
     if rewards.numel() < 2:
-        raise ValueError(
-            f"rewards needs at least 2 elements for a Bessel-corrected batch std, "
-            f"got {rewards.numel()}"
-        )
+        raise ValueError(f"rewards needs at least 2 elements for a Bessel-corrected batch std, got {rewards.numel()}")
     return _centered(rewards) / (rewards.std(correction=1) + eps)
 
 
-def compute_advantages(
-    estimator: str, rewards: Tensor, group_size: int, scale_by_std: bool = True
-) -> Tensor:
+def compute_advantages(estimator: str, rewards: Tensor, group_size: int, scale_by_std: bool = True) -> Tensor:
     """Dispatch to the advantage estimator named ``estimator`` (one of ``ADVANTAGE_ESTIMATORS``).
 
     ``scale_by_std`` applies to ``"grpo"`` only (``False`` selects Dr. GRPO); the other
@@ -107,6 +96,4 @@ def compute_advantages(
         return rloo_advantages(rewards, group_size)
     if estimator == "reinforce_pp":
         return reinforce_pp_advantages(rewards, group_size)
-    raise ValueError(
-        f"unknown advantage estimator {estimator!r}; expected one of {ADVANTAGE_ESTIMATORS}"
-    )
+    raise ValueError(f"unknown advantage estimator {estimator!r}; expected one of {ADVANTAGE_ESTIMATORS}")

@@ -22,8 +22,18 @@ from typing import Any
 
 import pandas as pd
 
-
-RUN_FIELDS = ("arm", "seed", "round", "rl", "selection", "fit", "heldout", "test", "rl_benchmark", "overhead_benchmarks")
+RUN_FIELDS = (
+    "arm",
+    "seed",
+    "round",
+    "rl",
+    "selection",
+    "fit",
+    "heldout",
+    "test",
+    "rl_benchmark",
+    "overhead_benchmarks",
+)
 """A run record: one (arm, seed, round) and the paths of its artifacts (None where the round has none)."""
 
 
@@ -65,16 +75,19 @@ def per_seed_table(runs: list[Mapping[str, Any]], curves: pd.DataFrame) -> pd.Da
     arms = list(dict.fromkeys(run["arm"] for run in runs))
     target = float(finals.loc["none"].mean()) if "none" in arms else float(finals.max())
     rows = []
-    for (arm, seed), group in pd.DataFrame(runs).groupby(["arm", "seed"], sort=False):
-        records = group.to_dict("records")
+    by_arm_and_seed: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
+    for run in runs:
+        by_arm_and_seed.setdefault((run["arm"], run["seed"]), []).append(run)
+    for (arm, seed), records in by_arm_and_seed.items():
         test = next(record["test"] for record in records if record["test"])
         curve = curves[(curves["arm"] == arm) & (curves["seed"] == seed)]
         compute = sum(json.loads(Path(r["fit"]).read_text())["seconds"] for r in records if r["fit"])
         compute += sum(float(pd.read_parquet(r["selection"])["seconds"].sum()) for r in records if r["selection"])
+        rl_seconds = sum(float(pd.read_parquet(Path(r["rl"]) / "metrics.parquet")["seconds"].sum()) for r in records)
         rows.append({
             "arm": arm, "seed": seed, "target": target, "steps_to_target": steps_to_target(curve, target),
-            "final_val_accuracy": float(finals.loc[(arm, seed)]), "test_accuracy": float(pd.read_parquet(test)["reward"].mean()),
-            "rl_seconds": sum(float(pd.read_parquet(Path(r["rl"]) / "metrics.parquet")["seconds"].sum()) for r in records),
+            "final_val_accuracy": float(finals.loc[(arm, seed)]),
+            "test_accuracy": float(pd.read_parquet(test)["reward"].mean()), "rl_seconds": rl_seconds,
             "rl_job_seconds": sum(benchmark_seconds(r["rl_benchmark"]) for r in records),
             "overhead_seconds": sum(benchmark_seconds(path) for r in records for path in r["overhead_benchmarks"]),
             "overhead_compute_seconds": compute,
@@ -88,10 +101,16 @@ def per_seed_table(runs: list[Mapping[str, Any]], curves: pd.DataFrame) -> pd.Da
 def heldout_table(runs: list[Mapping[str, Any]]) -> pd.DataFrame:
     """Per method: (round, module) pairs scored, rounds it could not fit, mean rank-1 cosine, share of positive
     cosines, median relative error and σ ratio."""
-    frames = [pd.read_parquet(r["heldout"]).assign(arm=r["arm"], seed=r["seed"], round=r["round"]) for r in runs if r["heldout"]]
+    frames = [
+        pd.read_parquet(r["heldout"]).assign(arm=r["arm"], seed=r["seed"], round=r["round"])
+        for r in runs
+        if r["heldout"]
+    ]
     scored = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["method"])
     if scored.empty:
-        return pd.DataFrame(columns=["method", "pairs", "rank1_cosine_mean", "positive_cosine_share", "relative_error_median"])
+        return pd.DataFrame(
+            columns=["method", "pairs", "rank1_cosine_mean", "positive_cosine_share", "relative_error_median"]
+        )
     failed = scored["error"].fillna("") != ""
     grouped = scored[~failed].groupby("method")
     methods = pd.Index(list(dict.fromkeys(scored["method"])), name="method")
@@ -99,7 +118,7 @@ def heldout_table(runs: list[Mapping[str, Any]]) -> pd.DataFrame:
         "pairs": grouped.size().reindex(methods, fill_value=0),
         "rounds_failed": scored.loc[failed, "method"].value_counts().reindex(methods, fill_value=0),
         "rank1_cosine_mean": grouped["rank1_cosine"].mean().reindex(methods),
-        "positive_cosine_share": grouped["rank1_cosine"].apply(lambda cosine: float((cosine > 0).mean())).reindex(methods),
+        "positive_cosine_share": grouped["rank1_cosine"].apply(lambda c: float((c > 0).mean())).reindex(methods),
         "relative_error_median": grouped["relative_error"].median().reindex(methods),
         "sigma_ratio_median": grouped["sigma_ratio"].median().reindex(methods),
     }).reset_index()  # fmt: skip

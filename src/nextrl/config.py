@@ -66,14 +66,18 @@ def check_cross_keys(config: Mapping[str, Any]) -> None:
         )
     horizon = config["jump"]["horizon"]
     if horizon % rl["snapshot_every"]:
-        raise ConfigError(f"config key jump.horizon: {horizon} is not a multiple of rl.snapshot_every {rl['snapshot_every']}")
+        raise ConfigError(
+            f"config key jump.horizon: {horizon} is not a multiple of rl.snapshot_every {rl['snapshot_every']}"
+        )
     model = config["model"]
     if model["source"] == "local":
         if not model.get("path"):
             raise ConfigError("config key model.path: required when model.source is 'local'")
         path = Path(model["path"])
         if not (path / "config.json").is_file():
-            raise ConfigError(f"config key model.path: {path} does not exist or is not a model directory (no config.json)")
+            raise ConfigError(
+                f"config key model.path: {path} does not exist or is not a model directory (no config.json)"
+            )
     else:
         for key in ("shape", "warm_start"):
             if key not in model:

@@ -5,12 +5,11 @@ Per-item table schema: ``index`` int64, ``completion`` str, ``reward`` float64.
 
 from __future__ import annotations
 
-import pandas as pd
-from tqdm import tqdm
-
 from collections.abc import Mapping
 from typing import Any
 
+import pandas as pd
+from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from nextrl.generation import GenerationBackend, HFGenerateBackend

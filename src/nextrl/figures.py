@@ -21,7 +21,13 @@ def plot_curves(curves: pd.DataFrame, base_accuracy: float, path_stem: Path) -> 
             axis.plot(seed_curve["step"], seed_curve["accuracy"], color=colour, alpha=0.3, linewidth=1)
         ordered = arm_curves.assign(order=arm_curves["point"].eq("start").astype(int))
         mean = ordered.groupby(["step", "order"], as_index=False)["accuracy"].mean().sort_values(["step", "order"])
-        axis.plot(mean["step"], mean["accuracy"], color=colour, linewidth=2.5, label=f"{arm} (mean of {arm_curves['seed'].nunique()} seeds)")
+        axis.plot(
+            mean["step"],
+            mean["accuracy"],
+            color=colour,
+            linewidth=2.5,
+            label=f"{arm} (mean of {arm_curves['seed'].nunique()} seeds)",
+        )
         jumps = arm_curves[(arm_curves["point"] == "start") & (arm_curves["round"] > 0)]["step"].unique()
         for step in jumps:
             axis.axvline(step, color=colour, linestyle=":", linewidth=1)
@@ -35,5 +41,3 @@ def plot_curves(curves: pd.DataFrame, base_accuracy: float, path_stem: Path) -> 
     figure.savefig(path_stem.with_suffix(".png"), dpi=130)
     figure.savefig(path_stem.with_suffix(".pdf"))
     plt.close(figure)
-
-

@@ -66,8 +66,7 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: str) -> Tensor
     _require_choice("kl_estimator", estimator, KL_ESTIMATORS)
     if logprobs.shape != ref_logprobs.shape:
         raise ValueError(
-            f"ref_logprobs shape {tuple(ref_logprobs.shape)} does not match logprobs shape "
-            f"{tuple(logprobs.shape)}"
+            f"ref_logprobs shape {tuple(ref_logprobs.shape)} does not match logprobs shape {tuple(logprobs.shape)}"
         )
     log_ratio = logprobs - ref_logprobs
     if estimator == "k1":
@@ -155,14 +154,10 @@ def policy_loss(
     for argument, tensor in per_token_inputs.items():
         if tensor is not None and tensor.shape != logprobs.shape:
             raise ValueError(
-                f"{argument} shape {tuple(tensor.shape)} does not match logprobs shape "
-                f"{tuple(logprobs.shape)}"
+                f"{argument} shape {tuple(tensor.shape)} does not match logprobs shape {tuple(logprobs.shape)}"
             )
     if advantages.shape != logprobs.shape[:1]:
-        raise ValueError(
-            f"advantages must be (B,) = {tuple(logprobs.shape[:1])}, "
-            f"got {tuple(advantages.shape)}"
-        )
+        raise ValueError(f"advantages must be (B,) = {tuple(logprobs.shape[:1])}, got {tuple(advantages.shape)}")
 
     # Padding may hold arbitrary old/ref log-probs. exp() of a large gap there overflows,
     # and although masked out of the value, 0 * inf in backward would make the gradient

@@ -37,10 +37,14 @@ def compare(prediction: LowRank, truth: LowRank) -> dict[str, float]:
     predicted_top, true_top = factored_triplets(*prediction, 1), factored_triplets(*truth, 1)
     cosine = float(predicted_top.u[:, 0] @ true_top.u[:, 0]) * float(predicted_top.v[:, 0] @ true_top.v[:, 0])
     truth_norm_squared = frobenius_inner(truth, truth)
-    error_squared = frobenius_inner(prediction, prediction) - 2 * frobenius_inner(prediction, truth) + truth_norm_squared
+    error_squared = (
+        frobenius_inner(prediction, prediction) - 2 * frobenius_inner(prediction, truth) + truth_norm_squared
+    )
     true_sigma = float(true_top.sigma[0])
     return {
         "rank1_cosine": cosine,
-        "relative_error": math.sqrt(max(error_squared, 0.0) / truth_norm_squared) if truth_norm_squared > 0 else math.nan,
+        "relative_error": math.sqrt(max(error_squared, 0.0) / truth_norm_squared)
+        if truth_norm_squared > 0
+        else math.nan,
         "sigma_ratio": float(predicted_top.sigma[0]) / true_sigma if true_sigma > 0 else math.nan,
     }

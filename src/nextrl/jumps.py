@@ -48,7 +48,10 @@ def check_jump(adapter: Adapter, jump: Factors) -> None:
     for module, (left, right) in jump.items():
         b, a = adapter.factors[module]
         if left.shape[0] != b.shape[0] or right.shape[1] != a.shape[1]:
-            raise JumpError(f"module {module}: predicted delta is {left.shape[0]}×{right.shape[1]}, weight is {b.shape[0]}×{a.shape[1]}")
+            raise JumpError(
+                f"module {module}: predicted delta is {left.shape[0]}×{right.shape[1]}, "
+                f"weight is {b.shape[0]}×{a.shape[1]}"
+            )
         if not (torch.isfinite(left).all() and torch.isfinite(right).all()):
             raise JumpError(f"predicted delta for module {module} is not finite; refusing to write any candidate")
 
@@ -81,7 +84,9 @@ def write_candidates(adapter: Adapter, jump: Factors, alphas: Sequence[float], d
     frobenius = sum(float(((left.T @ left) * (right @ right.T)).sum()) for left, right in jump.values()) ** 0.5
     rows = []
     for alpha in alpha_grid(alphas):
-        save_scale_one_adapter(candidate_factors(adapter, jump, alpha), adapter.config, directory / candidate_name(alpha))
+        save_scale_one_adapter(
+            candidate_factors(adapter, jump, alpha), adapter.config, directory / candidate_name(alpha)
+        )
         rows.append({"alpha": alpha, "adapter": candidate_name(alpha), "delta_frob": alpha * frobenius})
     return pd.DataFrame(rows, columns=list(CANDIDATE_COLUMNS))
 

@@ -28,12 +28,12 @@ Conventions shared by every public function:
 
 * Sign convention. A singular pair is only defined up to (u_i, v_i) → (−u_i, −v_i).
   Each triplet is flipped so that the entry of u_i with the largest absolute value is
-  positive (entries within 0.1 % of the largest count as tied: the first decides). The rule is stateless, so the same delta gives
-  the same (u, σ, v) whatever factors or checkpoint it came from, and σ_i u_i v_iᵀ is
-  unchanged. A stateless rule is not enough along a trajectory (method.md §4: it stored
-  25 % of consecutive same-direction triplets with flipped signs), so trajectories apply
-  :func:`align_signs` to each snapshot against the previous one; the stateless rule only
-  fixes the first.
+  positive (entries within 0.1 % of the largest count as tied: the first decides). The rule
+  is stateless, so the same delta gives the same (u, σ, v) whatever factors or checkpoint
+  it came from, and σ_i u_i v_iᵀ is unchanged. A stateless rule is not enough along a
+  trajectory (method.md §4: it stored 25 % of consecutive same-direction triplets with
+  flipped signs), so trajectories apply :func:`align_signs` to each snapshot against the
+  previous one; the stateless rule only fixes the first.
 * Numerical rank. Singular values at or below ``sqrt(max(m, n)) · eps(float32) ·
   ‖left‖₂ ‖right‖₂`` are treated as zero; ``Triplets.spectrum`` holds the singular
   values above it, so its length is the numerical rank (≤ q). The bound is relative to
@@ -132,8 +132,7 @@ def canonicalize_signs(u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, 
     """
     if u.dim() != 2 or v.dim() != 2 or u.shape[1] != v.shape[1]:
         raise ValueError(
-            f"u and v must be 2-D with the same number of columns; got u "
-            f"{tuple(u.shape)}, v {tuple(v.shape)}"
+            f"u and v must be 2-D with the same number of columns; got u {tuple(u.shape)}, v {tuple(v.shape)}"
         )
     if u.shape[0] == 0:
         return u.clone(), v.clone()
@@ -193,9 +192,7 @@ def factored_triplets(left: torch.Tensor, right: torch.Tensor, k: int) -> Triple
     r_left64, r_right64 = r_left.double(), r_right.double()
     core_u, core_sigma, core_vh = torch.linalg.svd(r_left64 @ r_right64.T, full_matrices=False)
     # ‖left‖₂ = ‖R_L‖₂ and ‖right‖₂ = ‖R_R‖₂ since Q_L, Q_R have orthonormal columns.
-    factor_norm_product = float(
-        torch.linalg.matrix_norm(r_left64, ord=2) * torch.linalg.matrix_norm(r_right64, ord=2)
-    )
+    factor_norm_product = float(torch.linalg.matrix_norm(r_left64, ord=2) * torch.linalg.matrix_norm(r_right64, ord=2))
     u = q_left @ core_u.to(torch.float32)
     v = q_right @ core_vh.T.to(torch.float32)
     return _truncated_triplets(u, core_sigma.to(torch.float32), v, k, factor_norm_product)
@@ -286,14 +283,10 @@ def dense_triplets(matrix: torch.Tensor, k: int) -> Triplets:
     matrix64 = matrix.to(torch.float32).double()
     u, sigma, vh = torch.linalg.svd(matrix64, full_matrices=False)
     leading = float(sigma[0]) if sigma.numel() else 0.0
-    return _truncated_triplets(
-        u.to(torch.float32), sigma.to(torch.float32), vh.T.to(torch.float32), k, leading
-    )
+    return _truncated_triplets(u.to(torch.float32), sigma.to(torch.float32), vh.T.to(torch.float32), k, leading)
 
 
-def _check_product_shapes(
-    left: torch.Tensor, right: torch.Tensor, left_name: str, right_name: str
-) -> None:
+def _check_product_shapes(left: torch.Tensor, right: torch.Tensor, left_name: str, right_name: str) -> None:
     """Raise ValueError unless ``left @ right`` is a valid 2-D matrix product."""
     if left.dim() != 2 or right.dim() != 2:
         raise ValueError(
@@ -333,6 +326,4 @@ def _truncated_triplets(
     padded_u[:, :kept] = kept_u
     padded_v[:, :kept] = kept_v
     padded_sigma[:kept] = sigma[:kept]
-    return Triplets(
-        u=padded_u, sigma=padded_sigma, v=padded_v, spectrum=sigma[:rank].clone()
-    )
+    return Triplets(u=padded_u, sigma=padded_sigma, v=padded_v, spectrum=sigma[:rank].clone())

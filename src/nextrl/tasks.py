@@ -104,7 +104,9 @@ def check_disjoint(splits: Mapping[str, pd.DataFrame], where: str) -> None:
         for second in SPLITS[position + 1 :]:
             shared = set(splits[first]["prompt"]) & set(splits[second]["prompt"])
             if shared:
-                raise TaskError(f"{where}: the {second} split overlaps {first} ({len(shared)} prompts, e.g. {sorted(shared)[0]!r})")
+                raise TaskError(
+                    f"{where}: the {second} split overlaps {first} ({len(shared)} prompts, e.g. {sorted(shared)[0]!r})"
+                )
 
 
 def extract_answer(completion: str) -> str:
@@ -134,7 +136,9 @@ def make_scorer(task: Mapping[str, Any]) -> Scorer:
         gold = json.loads(entry)["answer"]
         gold_latex = gold if "$" in gold else f"${gold}$"
         return float(
-            verify(parse(gold_latex, parsing_timeout=None), parse(completion, parsing_timeout=None), timeout_seconds=None)
+            verify(
+                parse(gold_latex, parsing_timeout=None), parse(completion, parsing_timeout=None), timeout_seconds=None
+            )
         )
 
     return score_math
@@ -187,7 +191,11 @@ def _local_file_splits(task: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
         for row in frame.iloc[np.sort(bounds[split])].to_dict("records"):
             item = {"question": str(row[task["question_column"]]), "answer": str(row[task["answer_column"]])}
             rows.append(
-                {"prompt": _format_prompt(task["prompt_template"], item), "answer": item["answer"], "entry": json.dumps(item)}
+                {
+                    "prompt": _format_prompt(task["prompt_template"], item),
+                    "answer": item["answer"],
+                    "entry": json.dumps(item),
+                }
             )
         splits[split] = _split_frame(rows)
     return splits

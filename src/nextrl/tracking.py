@@ -42,7 +42,9 @@ def log_stage(experiment_dir: Path, stage: str, tags: Mapping[str, Any], record:
     found = client.get_experiment_by_name(name)
     if found is None:
         try:
-            experiment_id = client.create_experiment(name, artifact_location=(experiment_dir / "mlartifacts").resolve().as_uri())
+            experiment_id = client.create_experiment(
+                name, artifact_location=(experiment_dir / "mlartifacts").resolve().as_uri()
+            )
         except mlflow.exceptions.MlflowException:  # created by a parallel job meanwhile
             experiment_id = client.get_experiment_by_name(name).experiment_id
     else:
@@ -55,7 +57,9 @@ def log_stage(experiment_dir: Path, stage: str, tags: Mapping[str, Any], record:
     if record.step_metrics is not None:
         for row in record.step_metrics.to_dict("records"):
             step = int(row.pop("step"))
-            logged_metrics += [Metric(key, float(value), now, step) for key, value in row.items() if isinstance(value, (int, float))]
+            logged_metrics += [
+                Metric(key, float(value), now, step) for key, value in row.items() if isinstance(value, (int, float))
+            ]
     logged_params = [Param(key, str(value)[:6000]) for key, value in _flatten(record.params).items()]
     for start in range(0, len(logged_params), 100):  # MLflow's per-batch limits: 100 params, 1000 metrics
         client.log_batch(run.info.run_id, params=logged_params[start : start + 100])

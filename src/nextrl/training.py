@@ -70,7 +70,9 @@ def completion_logits(model: torch.nn.Module, rollouts: Rollouts) -> torch.Tenso
     return logits[:, prompt_length - 1 : -1, :]
 
 
-def save_training_state(directory: Path, model: PeftModel, optimizer: torch.optim.Optimizer, step: int, cursor: int) -> None:
+def save_training_state(
+    directory: Path, model: PeftModel, optimizer: torch.optim.Optimizer, step: int, cursor: int
+) -> None:
     """Write everything an exact resume needs: the adapter, the optimizer state, the torch RNG and the data cursor."""
     model.save_pretrained(directory / "adapter", safe_serialization=True)
     state = {"step": step, "cursor": cursor, "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
@@ -128,7 +130,11 @@ def grpo_step(
         optimizer.step()
     with torch.no_grad():
         entropy = float(masked_aggregate(token_entropy(logits.detach(), temperature), mask, "token"))
-        kl = 0.0 if ref_logprobs is None else float(masked_aggregate(kl_penalty(logprobs.detach(), ref_logprobs, "k3"), mask, "token"))
+        kl = (
+            0.0
+            if ref_logprobs is None
+            else float(masked_aggregate(kl_penalty(logprobs.detach(), ref_logprobs, "k3"), mask, "token"))
+        )
     return {
         "reward_mean": float(rewards.mean()),
         "reward_std": float(rewards.std()),

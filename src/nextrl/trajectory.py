@@ -65,7 +65,8 @@ def check_compatible(reference: Adapter, other: Adapter, where: str) -> None:
         ref_b, ref_a = reference.factors[module]
         if b.shape[0] != ref_b.shape[0] or a.shape[1] != ref_a.shape[1]:
             raise TrajectoryError(
-                f"{where}: module {module} has shape {b.shape[0]}×{a.shape[1]}, expected {ref_b.shape[0]}×{ref_a.shape[1]}"
+                f"{where}: module {module} has shape {b.shape[0]}×{a.shape[1]}, "
+                f"expected {ref_b.shape[0]}×{ref_a.shape[1]}"
             )
     if abs(reference.scale - other.scale) > 1e-12 * max(1.0, abs(reference.scale)):
         raise TrajectoryError(f"{where}: LoRA scale {other.scale} differs from {reference.scale}")
@@ -107,9 +108,9 @@ def trajectory_table(
         check_compatible(reference, start, "the round's start adapter")
     if offset is not None and set(offset) - set(reference.factors):
         raise AdapterError(f"offset modules {sorted(set(offset) - set(reference.factors))[:3]} are not LoRA-trained")
-    if not any(step + horizon <= steps[-1] for step in steps):
+    if not any(step + horizon in snapshots for step in steps):
         raise TrajectoryError(
-            f"jump.horizon: H={horizon} steps needs snapshots beyond the first by H, but the round has snapshot "
+            f"jump.horizon: H={horizon} steps needs two snapshots H steps apart, but the round has snapshot "
             f"steps {steps}: fewer snapshots than the horizon needs"
         )
     columns: dict[str, list] = {name: [] for name in TRAJECTORY_SCHEMA.names}

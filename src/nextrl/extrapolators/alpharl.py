@@ -185,6 +185,7 @@ class AlphaRL:
         }
 
     def save(self, directory: Path) -> None:
+        """``slopes.safetensors`` (β per module) and options.json (T, x_T and x*)."""
         if not self.slopes:
             raise ExtrapolatorError("alpharl: save called before fit")
         directory = Path(directory)
@@ -201,6 +202,7 @@ class AlphaRL:
 
     @classmethod
     def load(cls, directory: Path) -> Self:
+        """Rebuild an AlphaRL fit written by ``save``; it predicts identically."""
         directory = Path(directory)
         options, seed = read_options(directory, cls.name)
         manifest = read_manifest(directory)

@@ -53,15 +53,21 @@ class ModuleDelta:
     @classmethod
     def from_factors(cls, left: np.ndarray, right: np.ndarray) -> ModuleDelta:
         """The exact SVD of ``left @ right`` (m×q times q×n) from the factors, every non-zero triplet kept."""
-        left_t, right_t = torch.from_numpy(np.asarray(left, np.float32)), torch.from_numpy(np.asarray(right, np.float32))
+        left_t, right_t = (
+            torch.from_numpy(np.asarray(left, np.float32)),
+            torch.from_numpy(np.asarray(right, np.float32)),
+        )
         found = factored_triplets(left_t, right_t, max(1, left_t.shape[1]))
         rank = max(1, len(found.spectrum))
         return cls(found.u[:, :rank].numpy(), found.sigma[:rank].numpy(), found.v[:, :rank].numpy())
 
     def scaled(self, factor: float) -> ModuleDelta:
         """factor · ΔŴ; a negative factor flips u (σ stays ≥ 0)."""
-        sign = -1.0 if factor < 0 else 1.0
-        return ModuleDelta(sign * self.u, (abs(factor) * self.sigma).astype(np.float32), self.v)
+        sign = np.float32(-1.0 if factor < 0 else 1.0)
+        # in float64 whatever the factor's type, so a numpy and a Python scalar give the same bits
+        return ModuleDelta(
+            sign * self.u, (abs(float(factor)) * self.sigma.astype(np.float64)).astype(np.float32), self.v
+        )
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(σ·u, vᵀ) as fp32 tensors: ΔŴ = left @ right, the form :mod:`nextrl.jumps` applies."""
@@ -82,11 +88,13 @@ class Extrapolator(Protocol):
     """Predicts W_{T+H} − W_T per module from one round's trajectory (NExt §3 step 5; method.md §5).
 
     ``name`` is the registry key (what ``arms`` and ``extrapolators`` in the config name); ``Options`` the frozen
-    dataclass of its options, whose fields mirror the method's block in the config schema.
+    dataclass of its options, whose fields mirror the method's block in the config schema; ``requires_evaluations``
+    whether ``fit`` needs the per-snapshot accuracies.
     """
 
     name: ClassVar[str]
     Options: ClassVar[type]
+    requires_evaluations: ClassVar[bool]
 
     def __init__(self, options: Mapping[str, Any] | None = None, seed: int = 0) -> None: ...
 
@@ -130,6 +138,7 @@ class OptionsOnly:
 
     name: ClassVar[str]
     Options: ClassVar[type]
+    requires_evaluations: ClassVar[bool] = False
 
     def __init__(self, options: Mapping[str, Any] | None = None, seed: int = 0) -> None:
         self.options = parse_options(self.Options, options, self.name)
@@ -148,6 +157,23 @@ class OptionsOnly:
         return cls(options, seed)
 
 
+class ScaledLastDelta(OptionsOnly):
+    """Closed-form extrapolators whose ΔŴ is one stored delta kind at the last snapshot T times a factor."""
+
+    kind: ClassVar[str]
+
+    def factor(self, trajectory: pd.DataFrame) -> float:
+        raise NotImplementedError
+
+    def predict(self, trajectory: pd.DataFrame) -> dict[str, ModuleDelta]:
+        validate_trajectory(trajectory, require_targets=False)
+        factor = self.factor(trajectory)
+        return {
+            module: delta.scaled(factor)
+            for module, delta in deltas_at(trajectory, self.kind, last_step(trajectory)).items()
+        }
+
+
 def write_options(directory: Path, method: str, options: Mapping[str, Any], seed: int, **extra: Any) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     payload = {"extrapolator": method, "options": dict(options), "seed": seed, **extra}
@@ -157,7 +183,9 @@ def write_options(directory: Path, method: str, options: Mapping[str, Any], seed
 def read_options(directory: Path, method: str) -> tuple[dict[str, Any], int]:
     payload = read_manifest(directory)
     if payload["extrapolator"] != method:
-        raise ExtrapolatorError(f"{directory / OPTIONS_FILE} holds extrapolator {payload['extrapolator']!r}, not {method!r}")
+        raise ExtrapolatorError(
+            f"{directory / OPTIONS_FILE} holds extrapolator {payload['extrapolator']!r}, not {method!r}"
+        )
     return payload["options"], payload["seed"]
 
 
@@ -199,7 +227,9 @@ def validate_trajectory(trajectory: pd.DataFrame, *, require_targets: bool = Tru
         distinct = trajectory[role].map(len).groupby(trajectory["module"]).unique()
         for module, values in distinct.items():
             if len(values) > 1:
-                raise ExtrapolatorError(f"module {module!r}: mismatched shapes between snapshots ({role} lengths {sorted(values)})")
+                raise ExtrapolatorError(
+                    f"module {module!r}: mismatched shapes between snapshots ({role} lengths {sorted(values)})"
+                )
 
 
 def horizon_of(trajectory: pd.DataFrame) -> int:

@@ -21,16 +21,7 @@ from typing import ClassVar
 
 import pandas as pd
 
-from nextrl.extrapolators.base import (
-    ExtrapolatorError,
-    ModuleDelta,
-    OptionsOnly,
-    deltas_at,
-    horizon_of,
-    last_step,
-    start_step_of,
-    validate_trajectory,
-)
+from nextrl.extrapolators.base import ExtrapolatorError, ScaledLastDelta, horizon_of, last_step, start_step_of
 
 
 @dataclass(frozen=True)
@@ -38,19 +29,19 @@ class LinearOptions:
     """RL-Extra has no options: the horizon and the α grid are the jump's (``jump.horizon``, ``jump.alphas``)."""
 
 
-class Linear(OptionsOnly):
+class Linear(ScaledLastDelta):
     """``linear``: ΔŴ = (H / (T − t₀))·(W_T − W_start) (module docstring)."""
 
     name: ClassVar[str] = "linear"
     Options: ClassVar[type] = LinearOptions
     requires_evaluations: ClassVar[bool] = False
 
-    def predict(self, trajectory: pd.DataFrame) -> dict[str, ModuleDelta]:
-        validate_trajectory(trajectory, require_targets=False)
+    kind: ClassVar[str] = "round"
+
+    def factor(self, trajectory: pd.DataFrame) -> float:
         last, start = last_step(trajectory), start_step_of(trajectory)
         if last <= start:
             raise ExtrapolatorError(
                 f"linear: the last snapshot step {last} is not after the round's start step {start}"
             )
-        factor = horizon_of(trajectory) / (last - start)
-        return {module: delta.scaled(factor) for module, delta in deltas_at(trajectory, "round", last).items()}
+        return horizon_of(trajectory) / (last - start)

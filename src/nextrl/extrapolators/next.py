@@ -14,6 +14,11 @@ and a combiner on cat(global_out, local_out):
 
     Linear(2d, h) → Linear(h, 2d) → ReLU → Linear(2d, h) → Linear(h, d),       h = ``hidden`` (paper: 256).
 
+For σ (d = 1) each branch narrows to a single ReLU unit; when that unit is inactive for every input at
+initialisation, no gradient reaches the branch and it passes no information (seen on the synthetic trajectories of
+the tests, where σ̂ of ``next_global`` and ``next_local`` then coincide). This is the published architecture's own
+behaviour and is kept.
+
 Training. L1 loss summed over every entry of the group's outputs, divided by the number of checkpoints (distinct
 training steps); full batch, one AdamW step per epoch (``lr``, ``weight_decay``), learning rate cosine-annealed to
 ``lr_min`` over ``epochs`` (paper: 2e-5 → 2e-6, weight decay 0.01, 1000 epochs).
@@ -102,7 +107,7 @@ def group_name(role: str, dim: int) -> str:
 
 
 def paired_mlp(dim_in: int, hidden: int, middle: int, dim_out: int) -> nn.Sequential:
-    """Linear(dim_in, h) → Linear(h, middle) → ReLU → Linear(middle, h) → Linear(h, dim_out) (the public code's block)."""
+    """Linear(dim_in, h) → Linear(h, middle) → ReLU → Linear(middle, h) → Linear(h, dim_out) (public code's block)."""
     return nn.Sequential(
         nn.Linear(dim_in, hidden),
         nn.Linear(hidden, middle),
@@ -187,6 +192,11 @@ def rows_by_group(rows: pd.DataFrame, infos: Mapping[str, ModuleInfo]) -> dict[t
         for name in sorted(set(names)):
             grouped[(role, str(name))] = rows.index[names == name]
     return grouped
+
+
+def rank1_delta(u: np.ndarray, sigma: float, v: np.ndarray) -> ModuleDelta:
+    """σ û v̂ᵀ from unit û, v̂ and a raw σ: a negative σ is stored as (−û, |σ|, v̂), the same matrix."""
+    return ModuleDelta(u=u[:, None], sigma=np.ones(1, np.float32), v=v[:, None]).scaled(sigma)
 
 
 class Next:
@@ -277,22 +287,21 @@ class Next:
         inputs = {kind: rows_at(top_triplets(trajectory, kind), index, kind) for kind in self.branches}
         scales = {module: info.sigma_scale for module, info in self.modules.items()}
         predicted: dict[str, dict[str, np.ndarray]] = {module: {} for module in modules}
-        for (role, name), rows in rows_by_group(last_global, self.modules).items():
+        for (role, name), index in rows_by_group(last_global, self.modules).items():
             network = self.networks[name]
             device = next(network.parameters()).device
             with torch.no_grad():
-                output = network({kind: features(r.loc[rows], role, scales).to(device) for kind, r in inputs.items()})
+                output = network(
+                    {kind: features(rows.loc[index], role, scales).to(device) for kind, rows in inputs.items()}
+                )
             if role != "sigma":
                 output = output / output.norm(dim=1, keepdim=True)
-            for module, vector in zip(rows.get_level_values("module"), output.cpu().numpy(), strict=True):
+            for module, vector in zip(index.get_level_values("module"), output.cpu().numpy(), strict=True):
                 predicted[module][role] = vector
-        return {module: self._delta(module, parts) for module, parts in predicted.items()}
-
-    def _delta(self, module: str, parts: Mapping[str, np.ndarray]) -> ModuleDelta:
-        """σ̂ û v̂ᵀ with σ̂ multiplied back by the module's scale; a negative σ̂ becomes (−û, |σ̂|, v̂)."""
-        sigma = float(parts["sigma"][0]) * self.modules[module].sigma_scale
-        unit = ModuleDelta(u=parts["u"][:, None], sigma=np.ones(1, np.float32), v=parts["v"][:, None])
-        return unit.scaled(sigma)
+        return {
+            module: rank1_delta(parts["u"], float(parts["sigma"][0]) * self.modules[module].sigma_scale, parts["v"])
+            for module, parts in predicted.items()
+        }
 
     def _check_modules(self, last: pd.DataFrame) -> None:
         """Every module to predict was fitted, with the same shape."""
@@ -307,7 +316,7 @@ class Next:
                 )
 
     def save(self, directory: Path) -> None:
-        """``networks.safetensors`` (keys ``<group>.<parameter>``) and options.json (groups, module shapes, σ scales)."""
+        """``networks.safetensors`` (keys ``<group>.<parameter>``), options.json (groups, module shapes, σ scales)."""
         if not self.networks:
             raise ExtrapolatorError(f"{self.name}: save called before fit")
         directory = Path(directory)

@@ -16,15 +16,7 @@ from typing import ClassVar
 
 import pandas as pd
 
-from nextrl.extrapolators.base import (
-    ModuleDelta,
-    OptionsOnly,
-    deltas_at,
-    horizon_of,
-    snapshot_steps,
-    start_step_of,
-    validate_trajectory,
-)
+from nextrl.extrapolators.base import ScaledLastDelta, horizon_of, snapshot_steps, start_step_of
 
 
 @dataclass(frozen=True)
@@ -32,17 +24,16 @@ class RepeatLastOptions:
     """``repeat_last`` has no options."""
 
 
-class RepeatLast(OptionsOnly):
+class RepeatLast(ScaledLastDelta):
     """``repeat_last``: ΔŴ = (H / Δ)·L_T, the last local step repeated over the horizon (module docstring)."""
 
     name: ClassVar[str] = "repeat_last"
     Options: ClassVar[type] = RepeatLastOptions
     requires_evaluations: ClassVar[bool] = False
 
-    def predict(self, trajectory: pd.DataFrame) -> dict[str, ModuleDelta]:
-        validate_trajectory(trajectory, require_targets=False)
+    kind: ClassVar[str] = "local"
+
+    def factor(self, trajectory: pd.DataFrame) -> float:
         steps = snapshot_steps(trajectory)
-        last = steps[-1]
         previous = steps[-2] if len(steps) > 1 else start_step_of(trajectory)
-        factor = horizon_of(trajectory) / (last - previous)
-        return {module: delta.scaled(factor) for module, delta in deltas_at(trajectory, "local", last).items()}
+        return horizon_of(trajectory) / (steps[-1] - previous)

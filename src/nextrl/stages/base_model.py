@@ -35,9 +35,13 @@ def run(config: Mapping[str, Any], *, data: Path, output: Path) -> StageRecord:
         train = pd.read_parquet(data / "train.parquet")
         losses = warm_start(model, tokenizer, train, model_config["warm_start"], seed=model_config["seed"])
         if losses and not math.isfinite(losses[-1]):
-            raise ValueError(f"model.warm_start: the warm-start loss became non-finite ({losses[-1]}); lower model.warm_start.lr")
+            raise ValueError(
+                f"model.warm_start: the warm-start loss became non-finite ({losses[-1]}); lower model.warm_start.lr"
+            )
         save_model(model, tokenizer, staging)
-        pd.DataFrame({"step": range(1, len(losses) + 1), "loss": losses}).to_parquet(staging / "warm_start.parquet", index=False)
+        pd.DataFrame({"step": range(1, len(losses) + 1), "loss": losses}).to_parquet(
+            staging / "warm_start.parquet", index=False
+        )
     metrics = {"parameters": float(sum(p.numel() for p in model.parameters()))}
     if losses:
         metrics["warm_start_loss"] = losses[-1]

@@ -30,6 +30,8 @@ def run(
         model = PeftModel.from_pretrained(model, adapter)
     model.eval()
     items = pd.read_parquet(data / f"{split}.parquet")
-    scored = evaluate_model(model, load_tokenizer(start_model), items, make_scorer(config["task"]), config["eval"], split)
+    scored = evaluate_model(
+        model, load_tokenizer(start_model), items, make_scorer(config["task"]), config["eval"], split
+    )
     write_parquet(scored, output)
     return StageRecord(metrics={f"{split}_accuracy": float(scored["reward"].mean())}, artifacts=[output])

@@ -26,7 +26,9 @@ def run(config: Mapping[str, Any], *, predictor: Path, trajectory: Path, adapter
     deltas = REGISTRY[method].load(predictor).predict(pd.read_parquet(trajectory))
     for module, delta in deltas.items():
         if not delta.is_finite():
-            raise JumpError(f"{method}: predicted delta for module {module} is not finite; refusing to write any candidate")
+            raise JumpError(
+                f"{method}: predicted delta for module {module} is not finite; refusing to write any candidate"
+            )
     jump = {module: delta.factors() for module, delta in deltas.items()}
     with atomic_path(output) as staging:
         staging.mkdir()

@@ -22,7 +22,14 @@ from nextrl.tracking import StageRecord
 
 
 def run(
-    config: Mapping[str, Any], *, trajectory: Path, evaluations: Path, output: Path, arm: str, seed: int, round_index: int
+    config: Mapping[str, Any],
+    *,
+    trajectory: Path,
+    evaluations: Path,
+    output: Path,
+    arm: str,
+    seed: int,
+    round_index: int,
 ) -> StageRecord:
     options = config["extrapolators"].get(arm, {})
     extrapolator = REGISTRY[arm](options, seed=stage_seed(seed, round_index))

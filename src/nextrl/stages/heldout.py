@@ -4,8 +4,9 @@ The trajectory as if the round had ended at t* = T − H is rebuilt from the sna
 :func:`nextrl.trajectory.trajectory_table`); each method of :data:`nextrl.extrapolators.REGISTRY` is fitted on it with
 the experiment's options (evaluations up to t* for accuracy-driven methods) and predicts W_T − W_{t*}, which
 :func:`nextrl.heldout.compare` scores against the exact truth. ``repeat_last`` is the trivial baseline; predicting
-zero scores relative error 1; a method that cannot fit the round (ExtrapolatorError) gets one row saying why. Output ``heldout.parquet``: HELDOUT_COLUMNS, one row per (method, module); empty
-when the round is too short (it needs a target pair before t*, i.e. at least 2H of snapshots).
+zero scores relative error 1; a method that cannot fit the round (ExtrapolatorError) gets one row saying why.
+Output ``heldout.parquet``: HELDOUT_COLUMNS, one row per (method, module); empty when the round is too short
+(it needs a target pair before t*, i.e. at least 2H of snapshots).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def run(
     cutoff = steps[-1] - horizon
     early = {step: adapter for step, adapter in adapters.items() if step <= cutoff}
     rows = []
-    if any(step + horizon <= cutoff for step in early):
+    if any(step + horizon in early for step in early):
         trajectory = trajectory_table(
             early,
             start=load_adapter(start_adapter) if start_adapter is not None else None,

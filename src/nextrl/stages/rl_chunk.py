@@ -95,19 +95,25 @@ def run(
         staging.mkdir()
         evaluations = [validation_accuracy(first_step)] if saved is None or jumped or fresh_adapter else []
         metrics = []
-        progress = tqdm(range(first_step + 1, first_step + rl["chunk_steps"] + 1), desc=f"RL round {round_index}", mininterval=2.0)
+        progress = tqdm(
+            range(first_step + 1, first_step + rl["chunk_steps"] + 1), desc=f"RL round {round_index}", mininterval=2.0
+        )
         for step in progress:
             began = time.perf_counter()
             batch = train.iloc[train_order(seed, cursor, rl["prompts_per_step"], len(train))]
             cursor += rl["prompts_per_step"]
             row = grpo_step(model, optimizer, backend, scorer, batch, rl)
             if not math.isfinite(row["loss"]):
-                raise RLError(f"rl: non-finite loss ({row['loss']}) at RL step {step}; lower rl.lr or check the rewards")
+                raise RLError(
+                    f"rl: non-finite loss ({row['loss']}) at RL step {step}; lower rl.lr or check the rewards"
+                )
             metrics.append({"step": step, **row, "seconds": time.perf_counter() - began})
             if (step - first_step) % rl["snapshot_every"] == 0:
                 model.save_pretrained(staging / "snapshots" / f"step_{step}", safe_serialization=True)
                 evaluations.append(validation_accuracy(step))
-            progress.set_postfix(reward=f"{row['reward_mean']:.3f}", val_acc=f"{evaluations[-1]['accuracy']:.3f}" if evaluations else "-")
+            progress.set_postfix(
+                reward=f"{row['reward_mean']:.3f}", val_acc=f"{evaluations[-1]['accuracy']:.3f}" if evaluations else "-"
+            )
         progress.close()
         save_training_state(staging / "state", model, optimizer, first_step + rl["chunk_steps"], cursor)
         metrics_table = pd.DataFrame(metrics, columns=list(METRIC_COLUMNS))

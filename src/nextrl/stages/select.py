@@ -58,7 +58,9 @@ def run(
         model.set_adapter(adapter_name)
         model.eval()
         scored = evaluate_model(model, tokenizer, items, scorer, config["eval"], f"α={alpha:g}")
-        rows.append({"alpha": float(alpha), "accuracy": float(scored["reward"].mean()), "seconds": time.perf_counter() - began})
+        rows.append(
+            {"alpha": float(alpha), "accuracy": float(scored["reward"].mean()), "seconds": time.perf_counter() - began}
+        )
     scores = pd.DataFrame(rows)
     chosen = choose(scores)
     scores.insert(2, "selected", scores["alpha"] == chosen)
@@ -83,6 +85,10 @@ def run(
         scores.to_parquet(staging / "selection.parquet", index=False)
     chosen_accuracy = float(scores.loc[scores["selected"], "accuracy"].iloc[0])
     return StageRecord(
-        metrics={"selected_alpha": chosen, "selected_accuracy": chosen_accuracy, "no_jump_accuracy": float(scores["accuracy"].iloc[0])},
+        metrics={
+            "selected_alpha": chosen,
+            "selected_accuracy": chosen_accuracy,
+            "no_jump_accuracy": float(scores["accuracy"].iloc[0]),
+        },
         artifacts=[output / "selection.parquet"],
     )

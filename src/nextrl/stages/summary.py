@@ -29,7 +29,11 @@ def run(config: Mapping[str, Any], *, manifest: Mapping[str, Any], output: Path)
     heldout = heldout_table(runs)
     base_accuracy = float(curves.loc[curves["step"] == 0, "accuracy"].mean())
     base_test_accuracy = float(pd.read_parquet(manifest["base_test"])["reward"].mean())
-    table.insert(table.columns.get_loc("test_accuracy_ci95") + 1, "test_gain_over_base", table["test_accuracy_mean"] - base_test_accuracy)
+    table.insert(
+        table.columns.get_loc("test_accuracy_ci95") + 1,
+        "test_gain_over_base",
+        table["test_accuracy_mean"] - base_test_accuracy,
+    )
     with atomic_path(output) as staging:
         staging.mkdir()
         curves.to_parquet(staging / "curves.parquet", index=False)

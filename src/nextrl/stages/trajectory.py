@@ -1,4 +1,4 @@
-"""The trajectory stage: one round's snapshots → ``trajectory.parquet`` (schema and formulas: :mod:`nextrl.trajectory`)."""
+"""The trajectory stage: one round's snapshots → ``trajectory.parquet`` (schema, formulas: :mod:`nextrl.trajectory`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 
 from nextrl.adapters import load_adapter, load_offset, load_snapshots
 from nextrl.artifacts import atomic_path
-from nextrl.trajectory import trajectory_table
 from nextrl.tracking import StageRecord
+from nextrl.trajectory import trajectory_table
 
 
 def run(

@@ -1,0 +1,21 @@
+"""No import cycle: every module of the package imports on its own, first, in a fresh interpreter."""
+
+import subprocess
+import sys
+
+CHECK = """
+import importlib, pkgutil, sys
+import nextrl
+names = sorted(m.name for m in pkgutil.walk_packages(nextrl.__path__, "nextrl."))
+for name in names:
+    for loaded in [key for key in sys.modules if key.startswith("nextrl")]:
+        del sys.modules[loaded]
+    importlib.import_module(name)  # a cycle through `name` fails here: `name` is the first nextrl module imported
+print(len(names))
+"""
+
+
+def test_every_module_imports_first_without_a_cycle():
+    result = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert int(result.stdout.split()[-1]) >= 30
