@@ -3,13 +3,12 @@ import json
 import os
 import sys
 
-from snakemake.utils import validate
-
 import nextrl  # noqa: F401  (sets the offline / no-telemetry environment for every job)
-from nextrl.config import check_cross_keys
+from nextrl.config import validate_config
 
-validate(config, schema="../workflow/schemas/config.schema.yaml", set_default=True)
-check_cross_keys(config)
+# The schema (workflow/schemas/config.schema.yaml, defaults filled in) and the cross-key rules, with errors that
+# name the key as `config key a.b.c: …` — the same check the CLI runs on a standalone config.
+validate_config(config)
 
 RESULTS = f"results/{config['experiment']}"
 ROUND = f"{RESULTS}/{{arm}}/seed{{seed}}/round{{round}}"
