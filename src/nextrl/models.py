@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -102,7 +101,3 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, direc
     """Save weights (safetensors) and tokenizer as a standard HF model directory."""
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
-
-
-def model_summary(model: PreTrainedModel) -> dict[str, Any]:
-    return {"parameters": sum(p.numel() for p in model.parameters()), "architecture": type(model).__name__}
