@@ -113,13 +113,15 @@ def summary_manifest():
             for r in range(config["rounds"]):
                 here = round_dir(arm, seed, r)
                 jumps = arm != "none" and r < LAST_ROUND
+                # round 0 is the same chunk in every arm: its held-out check runs once, in the first jump arm
+                checks = jumps and (r > 0 or arm == JUMP_ARMS[0])
                 rl_arm = "none" if arm != "none" and r == 0 else arm  # round 0 is shared (share_first_round)
                 overhead = ["trajectory", "fit", "extrapolate", "select"]
                 runs.append({
                     "arm": arm, "seed": seed, "round": r, "rl": f"{here}/rl",
                     "selection": f"{here}/jump/selected/selection.parquet" if jumps else None,
                     "fit": f"{here}/predictor/fit.json" if jumps else None,
-                    "heldout": f"{here}/heldout.parquet" if jumps else None,
+                    "heldout": f"{here}/heldout.parquet" if checks else None,
                     "test": f"{here}/test.parquet" if r == LAST_ROUND else None,
                     "rl_benchmark": benchmark_path("rl_chunk", rl_arm, seed, r),
                     "overhead_benchmarks": [benchmark_path(stage, arm, seed, r) for stage in overhead] if jumps else [],

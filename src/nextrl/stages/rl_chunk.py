@@ -93,7 +93,7 @@ def run(
 
     with atomic_path(output) as staging:
         staging.mkdir()
-        evaluations = [validation_accuracy(first_step)] if saved is None or jumped or fresh_adapter else []
+        evaluations = [validation_accuracy(first_step)] if fresh_adapter or jumped else []
         metrics = []
         progress = tqdm(
             range(first_step + 1, first_step + rl["chunk_steps"] + 1), desc=f"RL round {round_index}", mininterval=2.0
