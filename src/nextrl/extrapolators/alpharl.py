@@ -24,7 +24,6 @@ Fitted state (``save``/``load``): β per module (``slopes.safetensors``), the ac
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +40,7 @@ from nextrl.extrapolators.base import (
     horizon_of,
     last_step,
     parse_options,
-    read_manifest,
-    read_options,
+    restore,
     snapshot_steps,
     top_triplets,
     validate_trajectory,
@@ -188,12 +186,9 @@ class AlphaRL:
         """``slopes.safetensors`` (β per module) and options.json (T, x_T and x*)."""
         if not self.slopes:
             raise ExtrapolatorError("alpharl: save called before fit")
-        directory = Path(directory)
         write_options(
             directory,
-            self.name,
-            dataclasses.asdict(self.options),
-            self.seed,
+            self,
             fitted_step=self.fitted_step,
             last_accuracy=self.last_accuracy,
             target_accuracy=self.target_accuracy,
@@ -204,9 +199,7 @@ class AlphaRL:
     def load(cls, directory: Path) -> Self:
         """Rebuild an AlphaRL fit written by ``save``; it predicts identically."""
         directory = Path(directory)
-        options, seed = read_options(directory, cls.name)
-        manifest = read_manifest(directory)
-        extrapolator = cls(options, seed)
+        extrapolator, manifest = restore(cls, directory)
         extrapolator.slopes = dict(sorted(load_file(directory / SLOPES_FILE).items()))
         extrapolator.fitted_step = int(manifest["fitted_step"])
         extrapolator.last_accuracy = float(manifest["last_accuracy"])

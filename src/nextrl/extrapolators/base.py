@@ -149,12 +149,11 @@ class OptionsOnly:
         return empty_fit_log()
 
     def save(self, directory: Path) -> None:
-        write_options(directory, self.name, dataclasses.asdict(self.options), self.seed)
+        write_options(directory, self)
 
     @classmethod
     def load(cls, directory: Path) -> Self:
-        options, seed = read_options(directory, cls.name)
-        return cls(options, seed)
+        return restore(cls, directory)[0]
 
 
 class ScaledLastDelta(OptionsOnly):
@@ -174,19 +173,27 @@ class ScaledLastDelta(OptionsOnly):
         }
 
 
-def write_options(directory: Path, method: str, options: Mapping[str, Any], seed: int, **extra: Any) -> None:
+def write_options(directory: Path, extrapolator: Any, **extra: Any) -> None:
+    """``options.json``: the extrapolator's registry name, options and seed, plus what its ``load`` needs."""
     directory.mkdir(parents=True, exist_ok=True)
-    payload = {"extrapolator": method, "options": dict(options), "seed": seed, **extra}
+    payload = {
+        "extrapolator": extrapolator.name,
+        "options": dataclasses.asdict(extrapolator.options),
+        "seed": extrapolator.seed,
+        **extra,
+    }
     (directory / OPTIONS_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True))
 
 
-def read_options(directory: Path, method: str) -> tuple[dict[str, Any], int]:
-    payload = read_manifest(directory)
-    if payload["extrapolator"] != method:
+def restore(method_class: type, directory: Path) -> tuple[Any, dict[str, Any]]:
+    """A new ``method_class`` with the options and seed saved in ``directory``, and the saved manifest."""
+    manifest = read_manifest(directory)
+    if manifest["extrapolator"] != method_class.name:
         raise ExtrapolatorError(
-            f"{directory / OPTIONS_FILE} holds extrapolator {payload['extrapolator']!r}, not {method!r}"
+            f"{Path(directory) / OPTIONS_FILE} holds extrapolator {manifest['extrapolator']!r}, "
+            f"not {method_class.name!r}"
         )
-    return payload["options"], payload["seed"]
+    return method_class(manifest["options"], manifest["seed"]), manifest
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:

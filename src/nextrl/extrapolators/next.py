@@ -64,8 +64,7 @@ from nextrl.extrapolators.base import (
     ModuleDelta,
     last_step,
     parse_options,
-    read_manifest,
-    read_options,
+    restore,
     top_triplets,
     validate_trajectory,
     write_options,
@@ -319,12 +318,9 @@ class Next:
         """``networks.safetensors`` (keys ``<group>.<parameter>``), options.json (groups, module shapes, σ scales)."""
         if not self.networks:
             raise ExtrapolatorError(f"{self.name}: save called before fit")
-        directory = Path(directory)
         write_options(
             directory,
-            self.name,
-            dataclasses.asdict(self.options),
-            self.seed,
+            self,
             groups={name: network.combiner[-1].out_features for name, network in self.networks.items()},
             modules={module: dataclasses.asdict(info) for module, info in self.modules.items()},
         )
@@ -339,9 +335,7 @@ class Next:
     def load(cls, directory: Path) -> Self:
         """Rebuild a predictor written by ``save``; it predicts identically."""
         directory = Path(directory)
-        options, seed = read_options(directory, cls.name)
-        manifest = read_manifest(directory)
-        predictor = cls(options, seed)
+        predictor, manifest = restore(cls, directory)
         tensors = load_file(directory / WEIGHTS_FILE)
         device = resolve_device(predictor.options.device)
         for name, dim in manifest["groups"].items():
