@@ -4,10 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-export HF_HUB_OFFLINE := 1
-export TRANSFORMERS_OFFLINE := 1
-export MLFLOW_DISABLE_TELEMETRY := true
-export DO_NOT_TRACK := true
+# The offline / no-telemetry environment is set by nextrl itself (src/nextrl/__init__.py), in every process.
 
 .PHONY: setup run test figures clean
 

@@ -19,13 +19,7 @@ from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile")]
-ENV = {
-    **os.environ,
-    "TQDM_DISABLE": "1",
-    "HF_HUB_OFFLINE": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DO_NOT_TRACK": "true",
-}
+ENV = {**os.environ, "TQDM_DISABLE": "1"}  # the offline environment is nextrl's own (nextrl/__init__.py)
 
 
 def workdir(tmp_path: Path) -> Path:
