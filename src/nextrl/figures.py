@@ -7,7 +7,16 @@ from pathlib import Path
 import pandas as pd
 
 
+def same_as_none(curves: pd.DataFrame, arm: str) -> bool:
+    """Whether ``arm``'s validation curve equals plain RL's in every seed (every jump kept α = 0, carried over)."""
+    columns = ["seed", "step", "accuracy"]
+    plain, other = (curves.loc[curves["arm"] == name, columns].reset_index(drop=True) for name in ("none", arm))
+    return arm != "none" and len(plain) > 0 and plain.equals(other)
+
+
 def plot_curves(curves: pd.DataFrame, base_accuracy: float, path_stem: Path) -> None:
+    """Validation accuracy vs RL steps: thin lines per seed, a thick mean per arm, dotted lines at jumps that moved
+    the weights; an arm whose curve equals ``none``'s in every seed says so in the legend (the lines coincide)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,7 +35,8 @@ def plot_curves(curves: pd.DataFrame, base_accuracy: float, path_stem: Path) -> 
             mean["accuracy"],
             color=colour,
             linewidth=2.5,
-            label=f"{arm} (mean of {arm_curves['seed'].nunique()} seeds)",
+            label=f"{arm} (mean of {arm_curves['seed'].nunique()} seeds)"
+            + (": identical to none" if same_as_none(curves, arm) else ""),
         )
         jumps = arm_curves[(arm_curves["point"] == "start") & (arm_curves["round"] > 0)]["step"].unique()
         for step in jumps:
