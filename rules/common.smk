@@ -113,8 +113,10 @@ def summary_manifest():
             for r in range(config["rounds"]):
                 here = round_dir(arm, seed, r)
                 jumps = arm != "none" and r < LAST_ROUND
-                # round 0 is the same chunk in every arm: its held-out check runs once, in the first jump arm
+                # round 0 is the same chunk in every arm: its held-out check runs once, in the first jump arm,
+                # and its probe once, in the first arm
                 checks = jumps and (r > 0 or arm == JUMP_ARMS[0])
+                probes = r > 0 or arm == config["arms"][0]
                 rl_arm = "none" if arm != "none" and r == 0 else arm  # round 0 is shared (share_first_round)
                 overhead = ["trajectory", "fit", "extrapolate", "select"]
                 runs.append({
@@ -122,6 +124,7 @@ def summary_manifest():
                     "selection": f"{here}/jump/selected/selection.parquet" if jumps else None,
                     "fit": f"{here}/predictor/fit.json" if jumps else None,
                     "heldout": f"{here}/heldout.parquet" if checks else None,
+                    "probe": f"{here}/probe.parquet" if probes else None,
                     "test": f"{here}/test.parquet" if r == LAST_ROUND else None,
                     "rl_benchmark": benchmark_path("rl_chunk", rl_arm, seed, r),
                     "overhead_benchmarks": [benchmark_path(stage, arm, seed, r) for stage in overhead] if jumps else [],
@@ -135,7 +138,7 @@ def summary_inputs(_):
     paths = [manifest["base_test"]]
     for run in manifest["runs"]:
         paths.append(run["rl"])
-        paths.extend(run[key] for key in ("heldout", "test") if run[key])
+        paths.extend(run[key] for key in ("heldout", "probe", "test") if run[key])
         if run["selection"]:
             paths += [os.path.dirname(run["selection"]), os.path.dirname(run["fit"])]
     return paths

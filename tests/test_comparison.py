@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from nextrl.comparison import confidence_interval, heldout_table, steps_to_target
+from nextrl.comparison import confidence_interval, heldout_table, probe_table, steps_to_target
 from nextrl.figures import same_as_none
 
 
@@ -54,3 +54,15 @@ def test_an_arm_identical_to_none_is_recognised():
         ]
     )
     assert same_as_none(curves, "linear") and not same_as_none(curves, "next") and not same_as_none(curves, "none")
+
+
+def test_probe_table_says_whether_accuracy_rises_beyond_k1(tmp_path):
+    paths = []
+    for seed, accuracies in enumerate([[0.2, 0.4, 0.5, 0.45], [0.2, 0.4, 0.3, 0.45]]):
+        path = tmp_path / f"probe{seed}.parquet"
+        pd.DataFrame({"arm": "none", "seed": seed, "round": 0, "k": [0.0, 1.0, 1.5, 2.0], "accuracy": accuracies,
+                      "n_items": 10}).to_parquet(path)  # fmt: skip
+        paths.append({"probe": str(path)})
+    row = probe_table(paths).iloc[0]
+    assert (row["k=1"], row["k=1.5"], row["k=2"]) == pytest.approx((0.4, 0.4, 0.45))
+    assert row["best_k"] == 2.0 and bool(row["rises_beyond_1"]) and row["seeds"] == 2

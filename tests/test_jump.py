@@ -143,22 +143,23 @@ def test_carried_over_jump_folds_only_alpha_delta_and_keeps_the_lora(tiny_setup,
 
 def select_with(config, tiny_setup, round0, tmp_path, scores, monkeypatch=None):
     """Run select with fixed scores (the choice is tested above; here only what follows it)."""
+    import nextrl.evaluation as evaluation
     import nextrl.stages.select as stage
 
-    real = stage.evaluate_model
+    real = evaluation.evaluate_model
     accuracies = iter(scores["accuracy"])
 
     def fixed(model, tokenizer, items, scorer, evaluation, description):
         scored = real(model, tokenizer, items.head(1), scorer, evaluation, description)
         return scored.assign(reward=next(accuracies))
 
-    stage.evaluate_model = fixed
+    evaluation.evaluate_model = fixed
     try:
         stage.run(config, start_model=tiny_setup["base"], start_offset=None, adapter=round0 / "state" / "adapter",
                   candidates=tmp_path / "candidates", data=tiny_setup["data"],
                   output=tmp_path / "selected")  # fmt: skip
     finally:
-        stage.evaluate_model = real
+        evaluation.evaluate_model = real
 
 
 def test_fresh_continuation_merges_the_adapter_and_restarts_it(tiny_setup, round0, test_config, tmp_path):

@@ -66,6 +66,9 @@ def test_end_to_end_covers_every_arm_and_two_rounds(finished_run: Path):
     assert list(heldout["method"]) == list(REGISTRY)  # every method, the trivial baseline included
     assert (heldout["pairs"] + heldout["rounds_failed"] > 0).all()
     assert "repeat_last is the trivial baseline" in (summary / "heldout.md").read_text()
+    probe = pd.read_csv(summary / "probe.csv")  # round 0 once (shared), round 1 per arm
+    assert sorted(zip(probe["arm"], probe["round"], strict=True)) == sorted([("none", 0), *((arm, 1) for arm in ARMS)])
+    assert set(probe["rises_beyond_1"]) <= {True, False}
     metrics = pd.read_parquet(finished_run / "none" / "seed0" / "round1" / "rl" / "metrics.parquet")
     assert list(metrics["step"]) == [5, 6, 7, 8]
     # no staging leftovers anywhere

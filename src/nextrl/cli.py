@@ -36,6 +36,7 @@ STAGES: dict[str, dict[str, Callable[[str], Any]]] = {
     "extrapolate": {"predictor": Path, "trajectory": Path, "adapter": Path},
     "select": {"start_model": Path, "start_offset": optional_path, "adapter": Path, "candidates": Path, "data": Path},
     "heldout": {"snapshots": Path, "start_adapter": optional_path, "offset": optional_path, "evaluations": Path},
+    "probe": {"start_model": Path, "adapter": Path, "start_adapter": optional_path, "data": Path},
     "evaluate": {"start_model": Path, "adapter": optional_path, "data": Path, "split": str},
     "summary": {"manifest": json.loads},
 }

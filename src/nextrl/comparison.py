@@ -8,6 +8,8 @@ paths its rule lists and writes the results. Definitions:
 * steps_to_target — first RL step whose validation accuracy reaches the target (NaN if never); target = mean
   over seeds of the ``none`` arm's final validation accuracy; ratio_to_none divides by ``none``'s mean steps.
 * confidence intervals — mean ± Student-t 95 % half-width over seeds.
+* probe table — per (arm, round): mean validation accuracy along the round's own ray at every k, the best k and
+  whether some k > 1 beats k = 1 (:mod:`nextrl.probe`).
 * held-out table — per method: mean rank-1 cosine and median relative error over (round, module), the share of
   modules with a positive cosine; ``repeat_last`` is the trivial baseline, a zero prediction scores error 1.
 """
@@ -122,6 +124,21 @@ def heldout_table(runs: list[Mapping[str, Any]]) -> pd.DataFrame:
         "relative_error_median": grouped["relative_error"].median().reindex(methods),
         "sigma_ratio_median": grouped["sigma_ratio"].median().reindex(methods),
     }).reset_index()  # fmt: skip
+
+
+def probe_table(runs: list[Mapping[str, Any]]) -> pd.DataFrame:
+    """Per (arm, round): mean accuracy over seeds along the round's own ray at every k (columns k=…), the best k,
+    and whether accuracy at some k > 1 beats k = 1 (``rises_beyond_1``)."""
+    frames = [pd.read_parquet(run["probe"]) for run in runs if run["probe"]]
+    if not frames:
+        return pd.DataFrame(columns=["arm", "round", "best_k", "rises_beyond_1", "seeds"])
+    probe = pd.concat(frames, ignore_index=True)
+    means = probe.groupby(["arm", "round", "k"], sort=False)["accuracy"].mean().unstack("k")
+    summary = means.rename(columns=lambda k: f"k={k:g}")
+    summary["best_k"] = means.idxmax(axis=1)
+    summary["rises_beyond_1"] = means[[k for k in means.columns if k > 1]].max(axis=1) > means[1.0]
+    summary["seeds"] = probe.groupby(["arm", "round"], sort=False)["seed"].nunique()
+    return summary.reset_index()
 
 
 def arm_table(per_seed: pd.DataFrame) -> pd.DataFrame:

@@ -5,7 +5,9 @@ Per-item table schema: ``index`` int64, ``completion`` str, ``reward`` float64.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -52,3 +54,34 @@ def evaluate_model(
     """:func:`evaluate_split` of ``model`` with the config's ``eval`` settings (batch size, response length)."""
     backend = HFGenerateBackend(model, tokenizer, evaluation["batch_size"])
     return evaluate_split(backend, items, scorer, evaluation["max_new_tokens"], evaluation["batch_size"], description)
+
+
+def score_adapters(
+    start_model: Path,
+    adapters: Mapping[str, Path],
+    items: pd.DataFrame,
+    scorer: Scorer,
+    evaluation: Mapping[str, Any],
+) -> pd.DataFrame:
+    """Greedy accuracy on ``items`` of ``start_model`` with each PEFT adapter in turn (one model, adapters loaded
+    side by side); columns name, accuracy, n_items, seconds (load + evaluation of that adapter)."""
+    from peft import PeftModel
+
+    from nextrl.models import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(start_model)
+    model: PeftModel | None = None
+    rows = []
+    for name, directory in adapters.items():
+        began = time.perf_counter()
+        adapter_name = name.replace(".", "_")
+        if model is None:
+            model = PeftModel.from_pretrained(load_model(start_model), directory, adapter_name=adapter_name)
+        else:
+            model.load_adapter(directory, adapter_name=adapter_name)
+        model.set_adapter(adapter_name)
+        model.eval()
+        scored = evaluate_model(model, tokenizer, items, scorer, evaluation, name)
+        rows.append({"name": name, "accuracy": float(scored["reward"].mean()), "n_items": len(scored),
+                     "seconds": time.perf_counter() - began})  # fmt: skip
+    return pd.DataFrame(rows, columns=["name", "accuracy", "n_items", "seconds"])

@@ -14,17 +14,15 @@ float64, accuracy float64 on the selection split, selected bool, seconds float64
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from peft import PeftModel
 
 from nextrl.adapters import concat_factors, load_adapter, load_offset, save_offset
 from nextrl.artifacts import atomic_path
-from nextrl.evaluation import evaluate_model
+from nextrl.evaluation import score_adapters
 from nextrl.jumps import add_low_rank, choose
 from nextrl.models import load_model, load_tokenizer, save_model
 from nextrl.tasks import make_scorer
@@ -45,23 +43,11 @@ def run(
     table = pd.read_parquet(candidates / "candidates.parquet")
     items = pd.read_parquet(data / "selection.parquet")
     scorer = make_scorer(config["task"])
-    tokenizer = load_tokenizer(start_model)
-    model: PeftModel | None = None
-    rows = []
-    for alpha, name in zip(table["alpha"], table["adapter"]):
-        began = time.perf_counter()
-        adapter_name = name.replace(".", "_")
-        if model is None:
-            model = PeftModel.from_pretrained(load_model(start_model), candidates / name, adapter_name=adapter_name)
-        else:
-            model.load_adapter(candidates / name, adapter_name=adapter_name)
-        model.set_adapter(adapter_name)
-        model.eval()
-        scored = evaluate_model(model, tokenizer, items, scorer, config["eval"], f"α={alpha:g}")
-        rows.append(
-            {"alpha": float(alpha), "accuracy": float(scored["reward"].mean()), "seconds": time.perf_counter() - began}
-        )
-    scores = pd.DataFrame(rows)
+    adapters = {f"α={alpha:g}": candidates / name for alpha, name in zip(table["alpha"], table["adapter"], strict=True)}
+    scored = score_adapters(start_model, adapters, items, scorer, config["eval"])
+    scores = pd.DataFrame(
+        {"alpha": table["alpha"].astype(float), "accuracy": scored["accuracy"], "seconds": scored["seconds"]}
+    )
     chosen = choose(scores)
     scores.insert(2, "selected", scores["alpha"] == chosen)
 
@@ -78,7 +64,7 @@ def run(
             next_start = load_model(start_model)
             for fold in new_folds:
                 add_low_rank(next_start, fold, 1.0)
-            save_model(next_start, tokenizer, staging / "model")
+            save_model(next_start, load_tokenizer(start_model), staging / "model")
         else:  # carry-over with α = 0: the start model goes on unchanged, bit for bit
             shutil.copytree(start_model, staging / "model")
         save_offset(concat_factors(previous_offset, *new_folds), staging / "offset.safetensors")

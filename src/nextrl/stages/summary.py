@@ -4,7 +4,8 @@ predictor table, from the artifacts its rule lists (:mod:`nextrl.comparison` def
 The rule passes a manifest: ``base_test`` (the base model's test.parquet) and ``runs``, one record per
 (arm, seed, round) with the paths of that round's artifacts (:data:`nextrl.comparison.RUN_FIELDS`). Writes one
 directory atomically: ``curves.parquet``, ``steps_to_target.parquet`` and ``per_seed.csv`` (per arm and seed),
-``table.{md,csv}`` (per arm), ``heldout.{md,csv}`` (per method) and ``accuracy_vs_steps.{png,pdf}``.
+``table.{md,csv}`` (per arm), ``heldout.{md,csv}`` (per method), ``probe.{md,csv}`` (per arm and round) and
+``accuracy_vs_steps.{png,pdf}``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from nextrl.artifacts import atomic_path
-from nextrl.comparison import arm_table, heldout_table, learning_curves, per_seed_table
+from nextrl.comparison import arm_table, heldout_table, learning_curves, per_seed_table, probe_table
 from nextrl.figures import plot_curves
 from nextrl.tracking import StageRecord
 
@@ -27,6 +28,7 @@ def run(config: Mapping[str, Any], *, manifest: Mapping[str, Any], output: Path)
     per_seed = per_seed_table(runs, curves)
     table = arm_table(per_seed)
     heldout = heldout_table(runs)
+    probe = probe_table(runs)
     base_accuracy = float(curves.loc[curves["step"] == 0, "accuracy"].mean())
     base_test_accuracy = float(pd.read_parquet(manifest["base_test"])["reward"].mean())
     table.insert(
@@ -53,6 +55,12 @@ def run(config: Mapping[str, Any], *, manifest: Mapping[str, Any], output: Path)
             "zero scores 1; repeat_last is the trivial baseline).\n\n"
             + (heldout.to_markdown(index=False, floatfmt=".3f") if len(heldout) else "No round was long enough (2H).")
             + "\n"
+        )  # fmt: skip
+        probe.to_csv(staging / "probe.csv", index=False)
+        (staging / "probe.md").write_text(
+            "Validation accuracy along each round's own ray W_start + k·(W_T − W_start), mean over seeds; "
+            "rises_beyond_1: some k > 1 beats k = 1, so a jump along the run's direction can pay off.\n\n"
+            + (probe.to_markdown(index=False, floatfmt=".3f") if len(probe) else "No probe ran.") + "\n"
         )  # fmt: skip
         plot_curves(curves, base_accuracy, staging / "accuracy_vs_steps")
     metrics = {f"{row['arm']}_test_accuracy_mean": float(row["test_accuracy_mean"]) for row in table.to_dict("records")}
