@@ -24,6 +24,8 @@ from typing import Any
 
 import pandas as pd
 
+from nextrl.config import round_start_step
+
 RUN_FIELDS = (
     "arm",
     "seed",
@@ -39,12 +41,13 @@ RUN_FIELDS = (
 """A run record: one (arm, seed, round) and the paths of its artifacts (None where the round has none)."""
 
 
-def learning_curves(runs: list[Mapping[str, Any]], chunk_steps: int) -> pd.DataFrame:
+def learning_curves(runs: list[Mapping[str, Any]], config: Mapping[str, Any]) -> pd.DataFrame:
     """Validation accuracy of every run's eval.parquet, marked start (the round's first step) or snapshot."""
     frames = []
     for run in runs:
         evaluations = pd.read_parquet(Path(run["rl"]) / "eval.parquet")
-        point = (evaluations["step"] == run["round"] * chunk_steps).map({True: "start", False: "snapshot"})
+        starts = evaluations["step"] == round_start_step(config, run["round"])
+        point = starts.map({True: "start", False: "snapshot"})
         frames.append(evaluations.assign(arm=run["arm"], seed=run["seed"], round=run["round"], point=point))
     return pd.concat(frames, ignore_index=True)[["arm", "seed", "round", "step", "accuracy", "point"]]
 

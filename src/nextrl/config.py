@@ -105,6 +105,11 @@ def _check_task(task: Mapping[str, Any]) -> None:
             raise ConfigError(f"config key task.fractions: {dict(task['fractions'])} leave no train split (sum ≥ 1)")
 
 
+def round_start_step(config: Mapping[str, Any], round_index: int) -> int:
+    """The RL step at which round r starts (design.md, "Step accounting"): round r covers steps r·C+1 … (r+1)·C."""
+    return round_index * config["rl"]["chunk_steps"]
+
+
 def load_config(path: Path) -> dict[str, Any]:
     """Read a YAML config file and validate it."""
     return validate_config(yaml.safe_load(Path(path).read_text()))

@@ -26,11 +26,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import torch
 
-from nextrl.adapters import Adapter, AdapterError, Factors, concat_factors
+from nextrl.adapters import Adapter, AdapterError, Factors, concat_factors, load_adapter, load_offset
+from nextrl.config import round_start_step
 from nextrl.lowrank import Triplets, align_signs, factored_triplets
 
 KINDS = ("global", "local", "target", "round")
@@ -151,3 +154,23 @@ def trajectory_table(
         rank = len(factored_triplets(*whole_round, whole_round[0].shape[1]).spectrum)
         add(steps[-1], module, "round", whole_round, max(1, rank))
     return pa.table(columns, schema=TRAJECTORY_SCHEMA)
+
+
+def round_trajectory(
+    config: Mapping[str, Any],
+    snapshots: Mapping[int, Adapter],
+    start_adapter: Path | None,
+    offset: Path | None,
+    round_index: int,
+) -> pa.Table:
+    """:func:`trajectory_table` of round ``round_index`` with the experiment's ``jump`` settings, reading the start
+    adapter (None: a fresh LoRA) and the start model's offset file (None: the base model itself)."""
+    return trajectory_table(
+        snapshots,
+        start=load_adapter(start_adapter) if start_adapter is not None else None,
+        offset=load_offset(offset) if offset is not None else None,
+        round_index=round_index,
+        start_step=round_start_step(config, round_index),
+        horizon=config["jump"]["horizon"],
+        triplets=config["jump"]["triplets"],
+    )

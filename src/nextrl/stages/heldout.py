@@ -17,14 +17,14 @@ from typing import Any
 
 import pandas as pd
 
-from nextrl.adapters import load_adapter, load_offset, load_snapshots
+from nextrl.adapters import load_snapshots
 from nextrl.artifacts import write_parquet
 from nextrl.extrapolators import REGISTRY
 from nextrl.extrapolators.base import ExtrapolatorError
 from nextrl.heldout import HELDOUT_COLUMNS, compare
 from nextrl.seeding import stage_seed
 from nextrl.tracking import StageRecord
-from nextrl.trajectory import difference, trajectory_table
+from nextrl.trajectory import difference, round_trajectory
 
 
 def run(
@@ -44,15 +44,7 @@ def run(
     early = {step: adapter for step, adapter in adapters.items() if step <= cutoff}
     rows = []
     if any(step + horizon in early for step in early):
-        trajectory = trajectory_table(
-            early,
-            start=load_adapter(start_adapter) if start_adapter is not None else None,
-            offset=load_offset(offset) if offset is not None else None,
-            round_index=round_index,
-            start_step=round_index * config["rl"]["chunk_steps"],
-            horizon=horizon,
-            triplets=config["jump"]["triplets"],
-        ).to_pandas()
+        trajectory = round_trajectory(config, early, start_adapter, offset, round_index).to_pandas()
         accuracy = pd.read_parquet(evaluations)
         accuracy = accuracy[accuracy["step"] <= cutoff]
         for name, method_class in REGISTRY.items():

@@ -31,6 +31,7 @@ from peft import PeftModel
 from tqdm import tqdm
 
 from nextrl.artifacts import atomic_path
+from nextrl.config import round_start_step
 from nextrl.evaluation import evaluate_model
 from nextrl.generation import HFGenerateBackend
 from nextrl.jumps import selected_alpha
@@ -60,7 +61,7 @@ def run(
 ) -> StageRecord:
     """Train one chunk from ``start_model`` (resuming ``resume`` when given) and write ``output``."""
     rl, evaluation = config["rl"], config["eval"]
-    first_step = round_index * rl["chunk_steps"]
+    first_step = round_start_step(config, round_index)
     tokenizer = load_tokenizer(start_model)
     base = load_model(start_model)
     saved = load_training_state(resume, first_step) if resume is not None else None

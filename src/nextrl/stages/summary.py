@@ -24,7 +24,7 @@ from nextrl.tracking import StageRecord
 
 def run(config: Mapping[str, Any], *, manifest: Mapping[str, Any], output: Path) -> StageRecord:
     runs = manifest["runs"]
-    curves = learning_curves(runs, config["rl"]["chunk_steps"])
+    curves = learning_curves(runs, config)
     per_seed = per_seed_table(runs, curves)
     table = arm_table(per_seed)
     heldout = heldout_table(runs)

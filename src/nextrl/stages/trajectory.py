@@ -9,10 +9,10 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from nextrl.adapters import load_adapter, load_offset, load_snapshots
+from nextrl.adapters import load_snapshots
 from nextrl.artifacts import atomic_path
 from nextrl.tracking import StageRecord
-from nextrl.trajectory import trajectory_table
+from nextrl.trajectory import round_trajectory
 
 
 def run(
@@ -27,15 +27,7 @@ def run(
     """``start_adapter``: the adapter the round resumed (None for a fresh LoRA); ``offset``: the start model's
     low-rank offset from the experiment's base model (None in round 0)."""
     began = time.perf_counter()
-    table = trajectory_table(
-        load_snapshots(snapshots),
-        start=load_adapter(start_adapter) if start_adapter is not None else None,
-        offset=load_offset(offset) if offset is not None else None,
-        round_index=round_index,
-        start_step=round_index * config["rl"]["chunk_steps"],
-        horizon=config["jump"]["horizon"],
-        triplets=config["jump"]["triplets"],
-    )
+    table = round_trajectory(config, load_snapshots(snapshots), start_adapter, offset, round_index)
     with atomic_path(output) as staging:
         pq.write_table(table, staging)
     return StageRecord(metrics={"rows": float(table.num_rows), "seconds": time.perf_counter() - began})
