@@ -1,26 +1,61 @@
-"""NExt overhead as a share of RL wall time, from a finished experiment's artifacts (no timing of its own).
+"""Jump and probe overhead per method as a share of a round's RL time, from a finished experiment (times nothing).
 
 Usage: python bench/overhead.py [results/default]
-Job wall time comes from Snakemake's benchmark files (includes each job's Python start-up, ~5–10 s here);
-compute time from the artifacts (RL step seconds; predictor fit and candidate-selection seconds).
+
+Per arm (one method or variant), mean seconds per jump of each jump stage (trajectory, fit, extrapolate, select) as
+Snakemake measured the job (benchmarks/<stage>/, wall time including the job's Python start-up), their sum as a share
+of the mean RL chunk job of the same experiment, and the in-process compute (the fit's own seconds plus candidate
+selection, from fit.json and selection.parquet) as a share of the mean RL chunk's step time (metrics.parquet). Then
+the probe's cost per round, the same two ways.
 """
 
+import json
+import re
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-experiment = Path(sys.argv[1] if len(sys.argv) > 1 else "results/default")
-per_seed = pd.read_parquet(experiment / "summary" / "steps_to_target.parquet")
-jump_arms = per_seed[per_seed["arm"] != "none"]
-columns = ["arm", "seed", "rl_job_seconds", "overhead_seconds", "rl_seconds", "overhead_compute_seconds"]
-table = jump_arms[columns].copy()
-table["job_share_%"] = 100 * table["overhead_seconds"] / table["rl_job_seconds"]
-table["compute_share_%"] = 100 * table["overhead_compute_seconds"] / table["rl_seconds"]
-print(table.to_markdown(index=False, floatfmt=".2f"))
-totals = jump_arms[columns[2:]].sum()
-print(
-    "\nall seeds: job-wall overhead "
-    f"{100 * totals['overhead_seconds'] / totals['rl_job_seconds']:.1f} % of RL job wall; "
-    f"compute overhead {100 * totals['overhead_compute_seconds'] / totals['rl_seconds']:.1f} % of RL step time"
-)
+JUMP_STAGES = ("trajectory", "fit", "extrapolate", "select")
+NAME = re.compile(r"^(?P<arm>.+)_seed(?P<seed>\d+)_round(?P<round>\d+)\.tsv$")
+
+
+def job_seconds(experiment: Path, stage: str) -> pd.DataFrame:
+    rows = []
+    for path in sorted((experiment / "benchmarks" / stage).glob("*.tsv")):
+        match = NAME.match(path.name)
+        if match:
+            seconds = float(pd.read_csv(path, sep="\t")["s"].iloc[0])
+            rows.append({**match.groupdict(), "stage": stage, "seconds": seconds})
+    return pd.DataFrame(rows, columns=["arm", "seed", "round", "stage", "seconds"])
+
+
+def main() -> None:
+    experiment = Path(sys.argv[1] if len(sys.argv) > 1 else "results/default")
+    rl_jobs = job_seconds(experiment, "rl_chunk")["seconds"].mean()
+    rl_compute = pd.Series([pd.read_parquet(path)["seconds"].sum()
+                            for path in experiment.glob("*/seed*/round*/rl/metrics.parquet")]).mean()  # fmt: skip
+    jobs = pd.concat([job_seconds(experiment, stage) for stage in JUMP_STAGES], ignore_index=True)
+    per_jump = jobs.pivot_table(index=["arm", "seed", "round"], columns="stage", values="seconds")
+    table = per_jump.groupby("arm")[list(JUMP_STAGES)].mean()
+    table["jumps"] = per_jump.groupby("arm").size()
+    table["job_total_s"] = table[list(JUMP_STAGES)].sum(axis=1)
+    table["job_share_of_rl_chunk_%"] = 100 * table["job_total_s"] / rl_jobs
+    compute = {}
+    for arm in table.index:
+        fits = [json.loads(p.read_text())["seconds"] for p in experiment.glob(f"{arm}/seed*/round*/predictor/fit.json")]
+        selects = [pd.read_parquet(p)["seconds"].sum()
+                   for p in experiment.glob(f"{arm}/seed*/round*/jump/selected/selection.parquet")]  # fmt: skip
+        compute[arm] = sum(fits) / max(len(fits), 1) + sum(selects) / max(len(selects), 1)
+    table["compute_s"] = pd.Series(compute)
+    table["compute_share_of_rl_steps_%"] = 100 * table["compute_s"] / rl_compute
+    print(f"{experiment}: mean RL chunk job {rl_jobs:.1f} s, its RL steps {rl_compute:.1f} s\n")
+    print(table.reset_index().to_markdown(index=False, floatfmt=".1f"))
+    probes = job_seconds(experiment, "probe")
+    if len(probes):
+        print(f"\nprobe: {len(probes)} jobs, mean {probes['seconds'].mean():.1f} s = "
+              f"{100 * probes['seconds'].mean() / rl_jobs:.0f} % of an RL chunk job")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

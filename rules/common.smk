@@ -4,7 +4,7 @@ import os
 import sys
 
 import nextrl  # noqa: F401  (sets the offline / no-telemetry environment for every job)
-from nextrl.config import validate_config
+from nextrl.config import arm_config, arm_method, plain_arms, validate_config
 
 # The schema (workflow/schemas/config.schema.yaml, defaults filled in) and the cross-key rules, with errors that
 # name the key as `config key a.b.c: …` — the same check the CLI runs on a standalone config.
@@ -13,10 +13,32 @@ validate_config(config)
 RESULTS = f"results/{config['experiment']}"
 ROUND = f"{RESULTS}/{{arm}}/seed{{seed}}/round{{round}}"
 LAST_ROUND = config["rounds"] - 1
-JUMP_ARMS = [arm for arm in config["arms"] if arm != "none"]
-CARRY = config["jump"]["continuation"] == "carry"
-# Keys that only shape the DAG stay out of the stages' config, so raising them re-runs nothing old.
-STAGE_CONFIG = json.dumps({key: value for key, value in config.items() if key not in ("seeds", "arms", "rounds")})
+JUMP_ARMS = [arm for arm in config["arms"] if arm_method(config, arm) != "none"]
+PLAIN_ARMS = plain_arms(config)
+# Keys that only shape the DAG stay out of the stages' config, so raising them re-runs nothing old; an arm's stages
+# get its variant's settings in place (nextrl.config.arm_config), so a variant never touches another arm's jobs.
+DAG_KEYS = ("seeds", "arms", "rounds", "variants")
+
+
+def stage_config(arm):
+    return json.dumps({key: value for key, value in arm_config(config, arm).items() if key not in DAG_KEYS})
+
+
+STAGE_CONFIGS = {arm: stage_config(arm) for arm in config["arms"]}
+SHARED_CONFIG = stage_config("none")
+
+
+def config_of(w):
+    """The stages' config as JSON: the arm's own (variant overrides applied), or the shared one for jobs of no arm."""
+    return STAGE_CONFIGS.get(getattr(w, "arm", None), SHARED_CONFIG)
+
+
+def jumps(arm):
+    return arm_method(config, arm) != "none"
+
+
+def carries(arm):
+    return arm_config(config, arm)["jump"]["continuation"] == "carry"
 
 
 def experiment_dir(_):
@@ -25,7 +47,7 @@ def experiment_dir(_):
 
 
 # What every stage call shares; the interpreter running Snakemake runs the stages too (the project venv).
-STAGE = {"config": STAGE_CONFIG, "experiment_dir": experiment_dir, "nextrl": f"{sys.executable} -m nextrl.cli"}
+STAGE = {"config": config_of, "experiment_dir": experiment_dir, "nextrl": f"{sys.executable} -m nextrl.cli"}
 SHARED_OPTIONS = "--config-json {params.config:q} --experiment-dir {params.experiment_dir}"
 RUN_OPTIONS = "--arm {wildcards.arm} --seed {wildcards.seed} --round {wildcards.round}"
 
@@ -38,7 +60,7 @@ def call(stage, *options, per_run=True):
 
 
 wildcard_constraints:
-    arm="[a-z_]+",
+    arm="[a-z][a-z0-9_]*",
     seed=r"\d+",
     round=r"\d+",
 
@@ -67,7 +89,7 @@ def previous_round(w):
 
 def jumped_into(w):
     """Whether round r starts from a jump (a jump arm after round 0)."""
-    return w.arm != "none" and int(w.round) > 0
+    return jumps(w.arm) and int(w.round) > 0
 
 
 def start_dir(w):
@@ -96,7 +118,7 @@ def jump_selection(w):
 
 def start_adapter(w):
     """The adapter a round's LoRA continues from ("" = a fresh LoRA)."""
-    continues = int(w.round) > 0 and (CARRY or w.arm == "none")
+    continues = int(w.round) > 0 and (not jumps(w.arm) or carries(w.arm))
     return f"{previous_round(w)}/rl/state/adapter" if continues else ""
 
 
@@ -112,24 +134,24 @@ def summary_manifest():
         for seed in config["seeds"]:
             for r in range(config["rounds"]):
                 here = round_dir(arm, seed, r)
-                jumps = arm != "none" and r < LAST_ROUND
-                # round 0 is the same chunk in every arm: its held-out check runs once, in the first jump arm,
-                # and its probe once, in the first arm
-                checks = jumps and (r > 0 or arm == JUMP_ARMS[0])
-                probes = r > 0 or arm == config["arms"][0]
-                rl_arm = "none" if arm != "none" and r == 0 else arm  # round 0 is shared (share_first_round)
+                jumping = jumps(arm) and r < LAST_ROUND
+                # round 0 of a jump arm is `none`'s chunk: its held-out check runs once, in the first jump arm, and
+                # its probe only in `none`
+                checks = jumping and (r > 0 or arm == JUMP_ARMS[0])
+                probes = r > 0 or not jumps(arm)
+                rl_arm = "none" if jumps(arm) and r == 0 else arm  # round 0 is shared (share_first_round)
                 overhead = ["trajectory", "fit", "extrapolate", "select"]
                 runs.append({
                     "arm": arm, "seed": seed, "round": r, "rl": f"{here}/rl",
-                    "selection": f"{here}/jump/selected/selection.parquet" if jumps else None,
-                    "fit": f"{here}/predictor/fit.json" if jumps else None,
+                    "selection": f"{here}/jump/selected/selection.parquet" if jumping else None,
+                    "fit": f"{here}/predictor/fit.json" if jumping else None,
                     "heldout": f"{here}/heldout.parquet" if checks else None,
                     "probe": f"{here}/probe.parquet" if probes else None,
                     "test": f"{here}/test.parquet" if r == LAST_ROUND else None,
                     "rl_benchmark": benchmark_path("rl_chunk", rl_arm, seed, r),
-                    "overhead_benchmarks": [benchmark_path(stage, arm, seed, r) for stage in overhead] if jumps else [],
+                    "overhead_benchmarks": [benchmark_path(stage, arm, seed, r) for stage in overhead] if jumping else [],
                 })  # fmt: skip
-    return {"base_test": BASE_TEST, "runs": runs}
+    return {"base_test": BASE_TEST, "plain_arms": PLAIN_ARMS, "runs": runs}
 
 
 def summary_inputs(_):

@@ -34,6 +34,7 @@ rule fit:
         directory(f"{ROUND}/predictor"),
     params:
         **STAGE,
+        method=lambda w: arm_method(config, w.arm),
     threads: config["threads"]
     log:
         log_path("fit"),
@@ -42,7 +43,7 @@ rule fit:
     conda:
         "../envs/cpu.yaml"
     shell:
-        call("fit", "--trajectory {input.trajectory} --evaluations {input.rl}/eval.parquet --output {output}")
+        call("fit", "--method {params.method} --trajectory {input.trajectory} --evaluations {input.rl}/eval.parquet --output {output}")
 
 
 rule extrapolate:

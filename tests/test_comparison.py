@@ -5,15 +5,67 @@ import math
 import pandas as pd
 import pytest
 
-from nextrl.comparison import confidence_interval, heldout_table, probe_table, steps_to_target
+from nextrl.comparison import arm_table, confidence_interval, heldout_table, probe_table, step_table, steps_to_target
 from nextrl.figures import same_as_none
 
 
-def test_steps_to_target_is_the_first_step_reaching_it():
-    curve = pd.DataFrame({"step": [0, 5, 10, 15], "accuracy": [0.2, 0.4, 0.35, 0.5]})
-    assert steps_to_target(curve, 0.4) == 5
-    assert steps_to_target(curve, 0.45) == 15
-    assert math.isnan(steps_to_target(curve, 0.6))
+def test_steps_to_target_is_the_first_step_whose_three_point_mean_reaches_it():
+    curve = pd.DataFrame({"step": [0, 5, 10, 15, 20], "accuracy": [0.2, 0.4, 0.3, 0.5, 0.7]})
+    # rolling means (from step 10 on): 0.3, 0.4, 0.5
+    assert steps_to_target(curve, 0.3) == 10
+    assert steps_to_target(curve, 0.45) == 20
+    assert math.isnan(steps_to_target(curve, 0.55))
+
+
+CURVES = {  # (arm, seed): validation accuracy at steps 0, 5, 10, 15, 20
+    ("none", 0): [0.2, 0.3, 0.4, 0.5, 0.6],  # last three 0.5; rolling mean reaches 0.5 at step 20
+    ("none", 1): [0.2, 0.3, 0.4, 0.5, 0.6],
+    ("fast", 0): [0.2, 0.5, 0.6, 0.6, 0.6],  # rolling 0.433, 0.567 → 15
+    ("fast", 1): [0.2, 0.6, 0.7, 0.7, 0.7],  # rolling 0.5 → 10
+    ("slow", 0): [0.2, 0.2, 0.2, 0.2, 0.2],  # never: not a candidate for the fastest plain arm
+    ("slow", 1): [0.2, 0.2, 0.9, 0.9, 0.9],
+    ("next", 0): [0.2, 0.4, 0.6, 0.6, 0.6],  # rolling 0.4, 0.533 → 15
+    ("next", 1): [0.2, 0.3, 0.3, 0.3, 0.3],  # never
+    ("jumpy", 0): [0.2, 0.6, 0.7, 0.7, 0.7],  # → 10
+    ("jumpy", 1): [0.2, 0.6, 0.7, 0.7, 0.7],
+}
+PLAIN = ["none", "fast", "slow"]
+
+
+def hand_made_curves() -> pd.DataFrame:
+    return pd.DataFrame([
+        {"arm": arm, "seed": seed, "round": 0, "step": 5 * i, "accuracy": accuracy, "point": "snapshot"}
+        for (arm, seed), accuracies in CURVES.items() for i, accuracy in enumerate(accuracies)
+    ])  # fmt: skip
+
+
+def test_step_table_ratios_against_none_and_the_fastest_plain_arm():
+    table = step_table(hand_made_curves(), PLAIN).set_index(["arm", "seed"])
+    assert table["target"].unique() == pytest.approx([0.5])
+    steps = table["steps_to_target"]
+    assert steps.loc["none"].tolist() == [20, 20] and steps.loc["fast"].tolist() == [15, 10]
+    assert steps.loc[("next", 0)] == 15 and math.isnan(steps.loc[("next", 1)])
+    assert set(table["fastest_plain"]) == {"fast"}  # mean 12.5; slow missed in seed 0
+    assert table["ratio_to_none"].loc["fast"].tolist() == [0.75, 0.5]
+    assert table.loc[("next", 0), "ratio_to_fastest_plain"] == pytest.approx(15 / 12.5)
+    assert table.loc[("none", 0), "ratio_to_fastest_plain"] == pytest.approx(20 / 12.5)
+    assert table.loc[("fast", 1), "final_val_accuracy"] == pytest.approx(0.7)
+
+
+def test_arm_table_icer_and_the_acceleration_verdict():
+    per_seed = step_table(hand_made_curves(), PLAIN).assign(
+        test_accuracy=0.5, rl_steps=20, rl_seconds=1.0, rl_job_seconds=2.0, overhead_seconds=0.0,
+        overhead_compute_seconds=0.0,
+    )  # fmt: skip
+    per_seed.loc[per_seed["arm"].isin(["fast", "jumpy"]), "test_accuracy"] = 0.6
+    table = arm_table(per_seed, base_test_accuracy=0.3, plain=PLAIN).set_index("arm")
+    assert table.loc["none", "icer"] == pytest.approx(20 / 20)  # 20 steps / 20 points of test gain
+    assert table.loc["fast", "icer"] == pytest.approx(20 / 30)
+    assert table.loc["jumpy", "ratio_to_fastest_plain_mean"] == pytest.approx(0.8)
+    assert table.loc["jumpy", "acceleration"] is True  # 0.8 ± 0, test 0.6 = fast's
+    assert table.loc["next", "acceleration"] is False  # 1.2 in the one seed that reached
+    assert table.loc["next", "reached"] == 1
+    assert table.loc["none", "acceleration"] is None and table.loc["fast", "acceleration"] is None
 
 
 def test_confidence_interval_is_student_t_over_seeds():

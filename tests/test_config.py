@@ -1,6 +1,6 @@
 import pytest
 
-from nextrl.config import ConfigError, validate_config
+from nextrl.config import ConfigError, arm_config, arm_method, plain_arms, validate_config
 
 
 @pytest.mark.parametrize(
@@ -12,7 +12,7 @@ from nextrl.config import ConfigError, validate_config
         (lambda c: c["jump"].update(alphas=[]), r"jump.alphas"),
         (lambda c: c["jump"].update(horizon=3, triplets=1) or c["rl"].update(snapshot_every=2), r"jump.horizon: 3"),
         (lambda c: c["jump"].update(continuation="merge"), r"jump.continuation: 'merge' is not one of"),
-        (lambda c: c.update(arms=["none", "nexxt"]), r"arms: unknown extrapolator 'nexxt'; known: \['none', 'alpharl'"),
+        (lambda c: c.update(arms=["none", "nexxt"]), r"arms: unknown arm 'nexxt'; known: methods \['none', 'alpharl'"),
         (
             lambda c: c["extrapolators"].update(next={"hidden": "big"}),
             r"extrapolators.next.hidden: 'big' is not of type 'integer'",
@@ -45,6 +45,31 @@ from nextrl.config import ConfigError, validate_config
         (lambda c: c["task"].update(dataset="no_such_task"), r"task.dataset"),
         (lambda c: c.update(colour="blue"), r"Additional properties are not allowed \('colour'"),
         (lambda c: c["rl"].update(aggregation="mean"), r"rl.aggregation: 'mean' is not one of"),
+        (
+            lambda c: c["variants"].update({"fast": {"of": "none", "rl": {"lr": -1}}}),
+            r"variants.fast.rl.lr: -1 is less",
+        ),
+        (
+            lambda c: c["variants"].update({"fast": {"of": "none", "rl": {"lrate": 1}}}),
+            r"variants.fast.rl.lrate: not a",
+        ),
+        (lambda c: c["variants"].update({"fast": {"of": "nxt"}}), r"variants.fast.of: unknown method 'nxt'"),
+        (lambda c: c["variants"].update({"next": {"of": "none"}}), r"variants.next: 'next' is already a method"),
+        (lambda c: c["variants"].update({"Fast": {"of": "none"}}), r"variants: 'Fast' does not match"),
+        (
+            lambda c: c["variants"].update({"fast": {"of": "next", "rl": {"lr": 1.0}}}),
+            r"variants.fast.rl: a variant of 'next' may override `jump` only \(jump arms share round 0",
+        ),
+        (
+            lambda c: c["variants"].update({"fresh": {"of": "next", "jump": {"continuation": "merge"}}}),
+            r"variants.fresh.jump.continuation: 'merge' is not one of",
+        ),
+        (
+            lambda c: c["variants"].update({"odd": {"of": "none", "rl": {"snapshot_every": 3}}}),
+            r"rl.snapshot_every: 3 does not divide rl.chunk_steps 4",
+        ),
+        (lambda c: c.update(arms=["none", "fast"]), r"arms: unknown arm 'fast'"),
+        (lambda c: c.update(arms=["next", "linear"]), r"arms: jump arms need `none`"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_key(test_config, mutate, message):
@@ -80,3 +105,17 @@ def test_model_path_that_is_not_a_model(test_config, tmp_path):
     test_config["model"].update(source="local", path=str(tmp_path))
     with pytest.raises(ConfigError, match=r"model.path: .*not a model directory"):
         validate_config(test_config)
+
+
+def test_variants_resolve_to_their_method_and_overrides(test_config):
+    test_config["variants"] = {"none_fast": {"of": "none", "rl": {"lr": 0.01}},
+                               "next_fresh": {"of": "next", "jump": {"continuation": "fresh"}}}  # fmt: skip
+    test_config["arms"] = ["none", "next", "none_fast", "next_fresh"]
+    validate_config(test_config)
+    assert [arm_method(test_config, arm) for arm in test_config["arms"]] == ["none", "next", "none", "next"]
+    assert plain_arms(test_config) == ["none", "none_fast"]
+    fast = arm_config(test_config, "none_fast")
+    assert fast["rl"]["lr"] == 0.01 and fast["rl"]["chunk_steps"] == test_config["rl"]["chunk_steps"]
+    assert arm_config(test_config, "next_fresh")["jump"]["continuation"] == "fresh"
+    assert arm_config(test_config, "next") == test_config
+    assert test_config["rl"]["lr"] == 2.0e-3 and test_config["jump"]["continuation"] == "carry"

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -10,6 +11,7 @@ from nextrl.models import (
     load_tokenizer,
     save_model,
 )
+from nextrl.warm_start import off_by_one_labels
 
 SHAPE = {
     "hidden_size": 32,
@@ -51,3 +53,14 @@ def test_missing_or_non_model_path_is_named(tmp_path):
     (tmp_path / "notes.txt").write_text("not a model")
     with pytest.raises(ModelError, match="not a model directory"):
         check_model_dir(tmp_path)
+
+
+def test_off_by_one_labels_replace_the_share_asked_with_a_neighbour():
+    answers = [str(n) for n in range(1000)]
+    labels = off_by_one_labels(answers, 0.5, np.random.default_rng(0))
+    changed = [(int(a), int(b)) for a, b in zip(answers, labels) if a != b]
+    assert 430 < len(changed) < 570
+    assert all(abs(a - b) == 1 for a, b in changed)
+    assert off_by_one_labels(answers, 0.0, np.random.default_rng(0)) == answers
+    with pytest.raises(ValueError, match="model.warm_start.off_by_one"):
+        off_by_one_labels(["x"], 1.0, np.random.default_rng(0))

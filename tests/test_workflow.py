@@ -42,7 +42,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory / "results" / "test"
 
 
-ARMS = {"none", "next", "linear", "repeat_last"}
+ARMS = {"none", "next", "linear", "repeat_last", "none_fast"}
 
 
 def test_end_to_end_covers_every_arm_and_two_rounds(finished_run: Path):
@@ -67,10 +67,19 @@ def test_end_to_end_covers_every_arm_and_two_rounds(finished_run: Path):
     assert (heldout["pairs"] + heldout["rounds_failed"] > 0).all()
     assert "repeat_last is the trivial baseline" in (summary / "heldout.md").read_text()
     probe = pd.read_csv(summary / "probe.csv")  # round 0 once (shared), round 1 per arm
-    assert sorted(zip(probe["arm"], probe["round"], strict=True)) == sorted([("none", 0), *((arm, 1) for arm in ARMS)])
+    expected = [("none", 0), ("none_fast", 0), *((arm, 1) for arm in ARMS)]  # a plain variant runs its own round 0
+    assert sorted(zip(probe["arm"], probe["round"], strict=True)) == sorted(expected)
     assert set(probe["rises_beyond_1"]) <= {True, False}
     metrics = pd.read_parquet(finished_run / "none" / "seed0" / "round1" / "rl" / "metrics.parquet")
     assert list(metrics["step"]) == [5, 6, 7, 8]
+    assert set(metrics["lr"]) == {2.0e-3}
+    for round_index in (0, 1):  # the variant's own learning rate, in both rounds
+        fast = pd.read_parquet(finished_run / "none_fast" / "seed0" / f"round{round_index}" / "rl" / "metrics.parquet")
+        assert set(fast["lr"]) == {4.0e-3}
+    table = pd.read_csv(summary / "table.csv").set_index("arm")
+    assert set(table["fastest_plain"]) <= {"none", "none_fast"} and table["icer"].notna().all()
+    assert table.loc[["none", "none_fast"], "acceleration"].isna().all()
+    assert table.loc[["next", "linear", "repeat_last"], "acceleration"].isin([True, False]).all()
     # no staging leftovers anywhere
     assert not [p for p in finished_run.rglob(".*.tmp")]
 
@@ -149,7 +158,7 @@ def test_slurm_profile_plans_the_same_dag(tmp_path: Path):
         return text[text.index("Job stats:") :].split("\n\n")[0]
 
     assert job_table(local.stdout) == job_table(slurm.stdout)
-    assert "rl_chunk                 5" in job_table(local.stdout)  # round 0 is shared by every arm
+    assert "rl_chunk                 7" in job_table(local.stdout)  # round 0 is shared by none and the jump arms
     assert "share_first_round        3" in job_table(local.stdout)
 
 
@@ -160,7 +169,7 @@ def test_slurm_profile_plans_the_same_dag(tmp_path: Path):
         ({"rl": {"snapshot_every": 3}}, "rl.snapshot_every: 3 does not divide rl.chunk_steps 4"),
         ({"task": {"dataset": "no_such_task"}}, "no_such_task"),
         ({"model": {"source": "local", "path": "missing/model"}}, "model.path"),
-        ({"arms": ["none", "nexxt"]}, "config key arms: unknown extrapolator 'nexxt'"),
+        ({"arms": ["none", "nexxt"]}, "config key arms: unknown arm 'nexxt'"),
         ({"extrapolators": {"next": {"epochs": "many"}}}, "extrapolators.next.epochs: 'many' is not of type 'integer'"),
         ({"task": {"params": {"min_digits": "one"}}}, "task.params.min_digits: 'one' is not of type"),
         ({"task": {"split_seeds": {"selection": 1000010}}}, "task.split_seeds.validation: 1000003 is within 7"),
@@ -191,8 +200,24 @@ def test_alpharl_without_per_snapshot_evaluations_fails_cleanly(finished_run: Pa
     command = [sys.executable, "-m", "nextrl.cli", "fit", "--configfile", str(tmp_path / "config.yaml"),
                "--experiment-dir", str(tmp_path), "--trajectory", str(round0 / "trajectory.parquet"),
                "--evaluations", str(tmp_path / "eval.parquet"), "--output", str(tmp_path / "predictor"),
-               "--arm", "alpharl", "--seed", "0", "--round", "0"]  # fmt: skip
+               "--method", "alpharl", "--arm", "alpharl", "--seed", "0", "--round", "0"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=REPO, timeout=300)
     assert result.returncode == 1
     assert "nextrl fit: error: alpharl" in result.stderr and "[2]" in result.stderr
     assert not (tmp_path / "predictor").exists() and not list(tmp_path.glob(".predictor*"))
+
+
+def test_a_fresh_variant_restarts_its_adapter_after_the_jump(tmp_path: Path):
+    directory = workdir(tmp_path)
+    config = yaml.safe_load((directory / "config" / "test.yaml").read_text())
+    config["arms"] = ["none", "next", "next_fresh"]
+    config["variants"] = {"next_fresh": {"of": "next", "jump": {"continuation": "fresh"}}}
+    (directory / "config" / "test.yaml").write_text(yaml.safe_dump(config))
+    targets = [f"results/test/{arm}/seed0/round1/probe.parquet" for arm in ("next", "next_fresh")]
+    planned = snakemake(directory, "-n", "-p", "--cores", "1", *targets).stdout
+    probes = {arm: line for line in planned.splitlines() if " probe " in line for arm in ("next", "next_fresh")
+              if f"--arm {arm} " in line}  # fmt: skip
+    assert "--start-adapter=results/test/next/seed0/round0/rl/state/adapter " in probes["next"]
+    assert "--start-adapter= " in probes["next_fresh"]
+    assert '"continuation": "fresh"' in probes["next_fresh"] and '"continuation": "carry"' in probes["next"]
+    assert "share_first_round" in planned  # the variant's round 0 is none's chunk

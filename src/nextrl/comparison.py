@@ -1,12 +1,20 @@
 """Comparing arms from their artifacts: learning curves, steps-to-target, confidence intervals, the held-out table.
 
 Pure functions over the tables the stages wrote; the summary stage (:mod:`nextrl.stages.summary`) hands them the
-paths its rule lists and writes the results. Definitions:
+paths its rule lists and writes the results. Definitions (issue 8; method.md §5 for ICER):
 
 * curves — arm, seed, round, step, accuracy, point (start|snapshot): validation accuracy vs cumulative RL steps; a
   jump that changed the weights gives two points at its step (the round's end and the next round's start).
-* steps_to_target — first RL step whose validation accuracy reaches the target (NaN if never); target = mean
-  over seeds of the ``none`` arm's final validation accuracy; ratio_to_none divides by ``none``'s mean steps.
+* target — mean over seeds of the mean of ``none``'s last ``WINDOW`` evaluations (its final accuracy, smoothed).
+* steps_to_target — first RL step at which the ``WINDOW``-point rolling mean of an arm's curve (in evaluation order)
+  reaches the target; NaN if it never does. A window of one evaluation would let a noisy point decide.
+* ratio_to_none — steps_to_target over ``none``'s mean steps_to_target (plain RL at the jump arms' own settings);
+  ratio_to_fastest_plain — over the fastest plain-RL arm's (``none`` or a variant of it, e.g. a higher learning
+  rate; an arm that missed the target in some seed is not a candidate). Jumps only count as an acceleration
+  against the latter: scaling a slow run's delta can look much like training at a higher learning rate (§8).
+* acceleration — the ratio to the fastest plain arm is below 1 with its whole 95 % interval, and the test accuracy is
+  no lower than that arm's (its mean minus its 95 % half-width).
+* ICER — RL steps run / test-accuracy gain over the base model in points; lower is better.
 * confidence intervals — mean ± Student-t 95 % half-width over seeds.
 * probe table — per (arm, round): mean validation accuracy along the round's own ray at every k, the best k and
   whether some k > 1 beats k = 1 (:mod:`nextrl.probe`).
@@ -52,10 +60,37 @@ def learning_curves(runs: list[Mapping[str, Any]], config: Mapping[str, Any]) ->
     return pd.concat(frames, ignore_index=True)[["arm", "seed", "round", "step", "accuracy", "point"]]
 
 
+WINDOW = 3
+"""Evaluations in the rolling mean of steps_to_target and in the final accuracy that sets the target."""
+
+
 def steps_to_target(curve: pd.DataFrame, target: float) -> float:
-    """First RL step at which validation accuracy reaches ``target`` (NaN if it never does)."""
-    reached = curve.loc[curve["accuracy"] >= target - 1e-12, "step"]
+    """First RL step at which the WINDOW-point rolling mean of ``curve`` (rows in evaluation order) reaches
+    ``target`` (NaN if it never does)."""
+    smoothed = curve["accuracy"].rolling(WINDOW).mean()
+    reached = curve.loc[smoothed >= target - 1e-12, "step"]
     return float(reached.min()) if len(reached) else math.nan
+
+
+def step_table(curves: pd.DataFrame, plain: list[str]) -> pd.DataFrame:
+    """Per (arm, seed): target, steps_to_target, final validation accuracy (mean of the last WINDOW evaluations),
+    ratio_to_none and ratio_to_fastest_plain (module docstring); ``plain`` lists the plain-RL arms."""
+    ordered = curves.sort_values(["step", "point"], kind="stable")
+    finals = ordered.groupby(["arm", "seed"], sort=False)["accuracy"].apply(lambda a: a.tail(WINDOW).mean())
+    reference = "none" if "none" in plain else finals.index.get_level_values("arm")[0]
+    target = float(finals.loc[reference].mean())
+    table = pd.DataFrame([
+        {"arm": arm, "seed": seed, "target": target, "steps_to_target": steps_to_target(curve, target),
+         "final_val_accuracy": float(finals.loc[(arm, seed)])}
+        for (arm, seed), curve in ordered.groupby(["arm", "seed"], sort=False)
+    ])  # fmt: skip
+    reached = table.groupby("arm", sort=False)["steps_to_target"].agg(lambda steps: steps.mean(skipna=False))
+    candidates = reached[[arm for arm in plain if arm in reached.index]].dropna()
+    fastest = candidates.idxmin() if len(candidates) else None
+    table["ratio_to_none"] = table["steps_to_target"] / reached.get("none", math.nan)
+    table["fastest_plain"] = fastest
+    table["ratio_to_fastest_plain"] = table["steps_to_target"] / (reached[fastest] if fastest else math.nan)
+    return table
 
 
 def confidence_interval(values: pd.Series) -> tuple[float, float]:
@@ -74,33 +109,25 @@ def benchmark_seconds(path: str | None) -> float:
     return float(pd.read_csv(path, sep="\t")["s"].iloc[0]) if path and Path(path).is_file() else 0.0
 
 
-def per_seed_table(runs: list[Mapping[str, Any]], curves: pd.DataFrame) -> pd.DataFrame:
-    """One row per (arm, seed): steps-to-target, final accuracies and the wall-clock split RL vs jump overhead."""
-    finals = curves.sort_values(["step", "point"]).groupby(["arm", "seed"])["accuracy"].last()
-    arms = list(dict.fromkeys(run["arm"] for run in runs))
-    target = float(finals.loc["none"].mean()) if "none" in arms else float(finals.max())
-    rows = []
+def per_seed_table(runs: list[Mapping[str, Any]], curves: pd.DataFrame, plain: list[str]) -> pd.DataFrame:
+    """One row per (arm, seed): the step table's columns, test accuracy and the wall-clock split RL vs jump overhead."""
     by_arm_and_seed: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
     for run in runs:
         by_arm_and_seed.setdefault((run["arm"], run["seed"]), []).append(run)
+    rows = []
     for (arm, seed), records in by_arm_and_seed.items():
         test = next(record["test"] for record in records if record["test"])
-        curve = curves[(curves["arm"] == arm) & (curves["seed"] == seed)]
         compute = sum(json.loads(Path(r["fit"]).read_text())["seconds"] for r in records if r["fit"])
         compute += sum(float(pd.read_parquet(r["selection"])["seconds"].sum()) for r in records if r["selection"])
-        rl_seconds = sum(float(pd.read_parquet(Path(r["rl"]) / "metrics.parquet")["seconds"].sum()) for r in records)
+        metrics = [pd.read_parquet(Path(r["rl"]) / "metrics.parquet") for r in records]
         rows.append({
-            "arm": arm, "seed": seed, "target": target, "steps_to_target": steps_to_target(curve, target),
-            "final_val_accuracy": float(finals.loc[(arm, seed)]),
-            "test_accuracy": float(pd.read_parquet(test)["reward"].mean()), "rl_seconds": rl_seconds,
+            "arm": arm, "seed": seed, "test_accuracy": float(pd.read_parquet(test)["reward"].mean()),
+            "rl_steps": sum(len(m) for m in metrics), "rl_seconds": sum(float(m["seconds"].sum()) for m in metrics),
             "rl_job_seconds": sum(benchmark_seconds(r["rl_benchmark"]) for r in records),
             "overhead_seconds": sum(benchmark_seconds(path) for r in records for path in r["overhead_benchmarks"]),
             "overhead_compute_seconds": compute,
         })  # fmt: skip
-    table = pd.DataFrame(rows)
-    none_steps = table.loc[table["arm"] == "none", "steps_to_target"].mean() if "none" in arms else math.nan
-    table["ratio_to_none"] = table["steps_to_target"] / none_steps
-    return table
+    return step_table(curves, plain).merge(pd.DataFrame(rows), on=["arm", "seed"], validate="one_to_one")
 
 
 def heldout_table(runs: list[Mapping[str, Any]]) -> pd.DataFrame:
@@ -144,21 +171,37 @@ def probe_table(runs: list[Mapping[str, Any]]) -> pd.DataFrame:
     return summary.reset_index()
 
 
-def arm_table(per_seed: pd.DataFrame) -> pd.DataFrame:
+def arm_table(per_seed: pd.DataFrame, base_test_accuracy: float, plain: list[str]) -> pd.DataFrame:
+    """Per arm: means and 95 % intervals over seeds of the per-seed table, ICER and the acceleration verdict (module
+    docstring); ``plain`` lists the plain-RL arms (no verdict)."""
     rows = []
     for arm, group in per_seed.groupby("arm", sort=False):
         test_mean, test_half = confidence_interval(group["test_accuracy"])
-        ratio_mean, ratio_half = confidence_interval(group["ratio_to_none"])
+        none_mean, none_half = confidence_interval(group["ratio_to_none"])
+        fastest_mean, fastest_half = confidence_interval(group["ratio_to_fastest_plain"])
+        gain = test_mean - base_test_accuracy
         rows.append({
             "arm": arm, "seeds": len(group), "steps_to_target_mean": group["steps_to_target"].mean(),
             "reached": int(group["steps_to_target"].notna().sum()),
-            "ratio_to_none_mean": ratio_mean, "ratio_to_none_ci95": ratio_half,
+            "ratio_to_none_mean": none_mean, "ratio_to_none_ci95": none_half,
+            "fastest_plain": group["fastest_plain"].iloc[0],
+            "ratio_to_fastest_plain_mean": fastest_mean, "ratio_to_fastest_plain_ci95": fastest_half,
             "final_val_accuracy_mean": group["final_val_accuracy"].mean(),
-            "test_accuracy_mean": test_mean, "test_accuracy_ci95": test_half,
+            "test_accuracy_mean": test_mean, "test_accuracy_ci95": test_half, "test_gain_over_base": gain,
+            "rl_steps": group["rl_steps"].mean(), "icer": group["rl_steps"].mean() / (100 * gain),
             "rl_seconds": group["rl_seconds"].mean(), "rl_job_seconds": group["rl_job_seconds"].mean(),
             "overhead_seconds": group["overhead_seconds"].mean(),
             "overhead_compute_seconds": group["overhead_compute_seconds"].mean(),
             "overhead_share_of_rl_job": group["overhead_seconds"].sum() / group["rl_job_seconds"].sum(),
             "overhead_compute_share_of_rl": group["overhead_compute_seconds"].sum() / group["rl_seconds"].sum(),
         })  # fmt: skip
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    fastest = (
+        table.set_index("arm").loc[table["fastest_plain"].iloc[0]] if table["fastest_plain"].notna().any() else None
+    )
+    faster = table["ratio_to_fastest_plain_mean"] + table["ratio_to_fastest_plain_ci95"] < 1
+    if fastest is not None:
+        no_worse = table["test_accuracy_mean"] >= fastest["test_accuracy_mean"] - fastest["test_accuracy_ci95"]
+        faster &= no_worse
+    table["acceleration"] = [None if arm in plain else bool(verdict) for arm, verdict in zip(table["arm"], faster)]
+    return table

@@ -37,14 +37,60 @@ def _with_defaults(validator_class: type[jsonschema.protocols.Validator]) -> typ
 def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> dict[str, Any]:
     """Fill defaults and check ``config`` against the schema and the cross-key rules; returns it."""
     schema = yaml.safe_load(schema_path.read_text())
+    _check_schema(config, schema)
+    check_cross_keys(config)
+    for name in config["variants"]:
+        _check_variant(config, name, schema)
+    return config
+
+
+def _check_schema(config: dict[str, Any], schema: Mapping[str, Any], prefix: str = "") -> None:
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
     errors = sorted(validator.iter_errors(config), key=lambda error: list(error.absolute_path))
     if errors:
         error = errors[0]
-        key = ".".join(str(part) for part in error.absolute_path) or "<top level>"
+        key = prefix + ".".join(str(part) for part in error.absolute_path) or "<top level>"
         raise ConfigError(f"config key {key}: {error.message}")
-    check_cross_keys(config)
-    return config
+
+
+def arm_method(config: Mapping[str, Any], arm: str) -> str:
+    """The method an arm runs: ``none`` (plain RL) or an extrapolator's name (a variant names its ``of``)."""
+    return config["variants"][arm]["of"] if arm in config["variants"] else arm
+
+
+def plain_arms(config: Mapping[str, Any]) -> list[str]:
+    """The arms that run plain RL (``none`` and its variants), in ``arms`` order."""
+    return [arm for arm in config["arms"] if arm_method(config, arm) == "none"]
+
+
+def arm_config(config: Mapping[str, Any], arm: str) -> dict[str, Any]:
+    """The configuration one arm's stages run with: ``config`` with the arm's variant overrides (if any) applied."""
+    resolved = copy.deepcopy(dict(config))
+    for section, overrides in config["variants"].get(arm, {}).items():
+        if section != "of":
+            resolved[section] = {**resolved[section], **overrides}
+    return resolved
+
+
+def _check_variant(config: Mapping[str, Any], name: str, schema: Mapping[str, Any]) -> None:
+    variant = config["variants"][name]
+    known = ["none", *extrapolator_names()]
+    if name in known:
+        raise ConfigError(f"config key variants.{name}: {name!r} is already a method's name; pick another")
+    if variant["of"] not in known:
+        raise ConfigError(f"config key variants.{name}.of: unknown method {variant['of']!r}; known: {known}")
+    allowed = "rl" if variant["of"] == "none" else "jump"
+    for section in set(variant) - {"of", allowed}:
+        raise ConfigError(
+            f"config key variants.{name}.{section}: a variant of {variant['of']!r} may override `{allowed}` only"
+            + (" (jump arms share round 0 with `none`)" if section == "rl" else "")
+        )
+    unknown = sorted(set(variant.get(allowed, {})) - set(schema["properties"][allowed]["properties"]))
+    if unknown:
+        raise ConfigError(f"config key variants.{name}.{allowed}.{unknown[0]}: not a key of `{allowed}`")
+    resolved = arm_config(config, name)
+    _check_schema(resolved[allowed], schema["properties"][allowed], prefix=f"variants.{name}.{allowed}.")
+    check_cross_keys(resolved)
 
 
 def extrapolator_names(schema_path: Path = SCHEMA_PATH) -> list[str]:
@@ -57,8 +103,12 @@ def check_cross_keys(config: Mapping[str, Any]) -> None:
     """Rules that involve several keys or outside knowledge (the schema checks each key alone)."""
     known = ["none", *extrapolator_names()]
     for arm in config["arms"]:
-        if arm not in known:
-            raise ConfigError(f"config key arms: unknown extrapolator {arm!r}; known: {known}")
+        if arm not in known and arm not in config["variants"]:
+            raise ConfigError(
+                f"config key arms: unknown arm {arm!r}; known: methods {known} and variants {list(config['variants'])}"
+            )
+    if "none" not in config["arms"] and any(arm_method(config, arm) != "none" for arm in config["arms"]):
+        raise ConfigError("config key arms: jump arms need `none` (it runs their shared round 0 and is the baseline)")
     rl = config["rl"]
     if rl["chunk_steps"] % rl["snapshot_every"]:
         raise ConfigError(

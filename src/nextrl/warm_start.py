@@ -2,6 +2,10 @@
 
 Standard next-token cross-entropy on ``prompt + answer + EOS`` with the loss on the answer and EOS only
 (prompt tokens are masked), AdamW, a fixed number of steps over seeded random mini-batches of the train split.
+
+``off_by_one`` > 0 makes a "sharpening" base (method.md §8): that share of the labels, drawn per example from its own
+seeded stream, is replaced by the answer ± 1, so the model learns to put mass on the right answer and on its
+neighbours: greedy accuracy well below its pass@k, the regime where RLVR sharpens a distribution it already has.
 """
 
 from __future__ import annotations
@@ -36,6 +40,24 @@ def supervised_batch(
     return input_ids, attention, labels
 
 
+def off_by_one_labels(answers: list[str], share: float, generator: np.random.Generator) -> list[str]:
+    """``answers`` with a ``share`` of them (each independently) replaced by the integer answer ± 1."""
+    noisy = generator.random(len(answers)) < share
+    signs = generator.choice([-1, 1], size=len(answers))
+    labels = []
+    for answer, replace, sign in zip(answers, noisy, signs, strict=True):
+        if not replace:
+            labels.append(answer)
+            continue
+        try:
+            labels.append(str(int(answer) + int(sign)))
+        except ValueError:
+            raise ValueError(
+                f"model.warm_start.off_by_one: needs integer answers, got {answer!r}; set it to 0 for this task"
+            ) from None
+    return labels
+
+
 def warm_start(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -45,6 +67,7 @@ def warm_start(
 ) -> list[float]:
     """Train ``model`` in place for ``settings['steps']`` steps; returns the loss of every step."""
     generator = np.random.default_rng(seed)
+    label_noise = np.random.default_rng([seed, 1])
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=0.0)
     model.train()
@@ -52,7 +75,10 @@ def warm_start(
     progress = tqdm(range(settings["steps"]), desc="warm start", mininterval=2.0)
     for _ in progress:
         rows = train.iloc[generator.integers(0, len(train), settings["batch_size"])]
-        input_ids, attention, labels = supervised_batch(tokenizer, rows["prompt"].tolist(), rows["answer"].tolist())
+        answers = rows["answer"].tolist()
+        if settings["off_by_one"] > 0:
+            answers = off_by_one_labels(answers, settings["off_by_one"], label_noise)
+        input_ids, attention, labels = supervised_batch(tokenizer, rows["prompt"].tolist(), answers)
         loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,4 +1,5 @@
-"""The fit stage: the arm's extrapolator fitted on one round's trajectory.
+"""The fit stage: one round's trajectory fitted by the arm's extrapolator (``method``: the arm's name, or the method a
+variant of it runs).
 
 Output directory: the extrapolator's own files (its ``save``; ``options.json`` names it, so extrapolate reloads it
 through the registry), ``fit.parquet`` (the fit log: epoch, group, loss, lr; empty for closed-form methods) and
@@ -27,12 +28,12 @@ def run(
     trajectory: Path,
     evaluations: Path,
     output: Path,
-    arm: str,
+    method: str,
     seed: int,
     round_index: int,
 ) -> StageRecord:
-    options = config["extrapolators"].get(arm, {})
-    extrapolator = REGISTRY[arm](options, seed=stage_seed(seed, round_index))
+    options = config["extrapolators"].get(method, {})
+    extrapolator = REGISTRY[method](options, seed=stage_seed(seed, round_index))
     began = time.perf_counter()
     log = extrapolator.fit(pd.read_parquet(trajectory), pd.read_parquet(evaluations))
     seconds = time.perf_counter() - began

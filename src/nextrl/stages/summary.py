@@ -1,7 +1,7 @@
 """The summary stage: learning curves, steps-to-target, final test accuracy, the wall-clock split and the held-out
 predictor table, from the artifacts its rule lists (:mod:`nextrl.comparison` defines every column).
 
-The rule passes a manifest: ``base_test`` (the base model's test.parquet) and ``runs``, one record per
+The rule passes a manifest: ``base_test`` (the base model's test.parquet), ``plain_arms`` and ``runs``, one record per
 (arm, seed, round) with the paths of that round's artifacts (:data:`nextrl.comparison.RUN_FIELDS`). Writes one
 directory atomically: ``curves.parquet``, ``steps_to_target.parquet`` and ``per_seed.csv`` (per arm and seed),
 ``table.{md,csv}`` (per arm), ``heldout.{md,csv}`` (per method), ``probe.{md,csv}`` (per arm and round) and
@@ -17,25 +17,20 @@ from typing import Any
 import pandas as pd
 
 from nextrl.artifacts import atomic_path
-from nextrl.comparison import arm_table, heldout_table, learning_curves, per_seed_table, probe_table
+from nextrl.comparison import WINDOW, arm_table, heldout_table, learning_curves, per_seed_table, probe_table
 from nextrl.figures import plot_curves
 from nextrl.tracking import StageRecord
 
 
 def run(config: Mapping[str, Any], *, manifest: Mapping[str, Any], output: Path) -> StageRecord:
-    runs = manifest["runs"]
+    runs, plain = manifest["runs"], manifest["plain_arms"]
     curves = learning_curves(runs, config)
-    per_seed = per_seed_table(runs, curves)
-    table = arm_table(per_seed)
-    heldout = heldout_table(runs)
-    probe = probe_table(runs)
+    per_seed = per_seed_table(runs, curves, plain)
     base_accuracy = float(curves.loc[curves["step"] == 0, "accuracy"].mean())
     base_test_accuracy = float(pd.read_parquet(manifest["base_test"])["reward"].mean())
-    table.insert(
-        table.columns.get_loc("test_accuracy_ci95") + 1,
-        "test_gain_over_base",
-        table["test_accuracy_mean"] - base_test_accuracy,
-    )
+    table = arm_table(per_seed, base_test_accuracy, plain)
+    heldout = heldout_table(runs)
+    probe = probe_table(runs)
     with atomic_path(output) as staging:
         staging.mkdir()
         curves.to_parquet(staging / "curves.parquet", index=False)
@@ -45,7 +40,11 @@ def run(config: Mapping[str, Any], *, manifest: Mapping[str, Any], output: Path)
         heldout.to_csv(staging / "heldout.csv", index=False)
         (staging / "table.md").write_text(
             f"Base model validation accuracy: {base_accuracy:.3f}, test accuracy: {base_test_accuracy:.3f}; "
-            f"target = mean final validation accuracy of `none` = {per_seed['target'].iloc[0]:.3f}\n\n"
+            f"target = `none`'s final validation accuracy (mean of its last {WINDOW} evaluations, mean over seeds) "
+            f"= {per_seed['target'].iloc[0]:.3f}; steps to target use a {WINDOW}-point rolling mean. Plain-RL arms: "
+            f"{', '.join(plain)}. A jump arm is an acceleration only if it beats the fastest of them "
+            "(ratio_to_fastest_plain below 1 with its 95 % interval, test accuracy no lower). ICER = RL steps / test "
+            "gain over the base in points.\n\n"
             + table.to_markdown(index=False, floatfmt=".3f") + "\n\nPer seed:\n\n"
             + per_seed.to_markdown(index=False, floatfmt=".3f") + "\n"
         )  # fmt: skip
