@@ -17,7 +17,7 @@ JUMP_ARMS = [arm for arm in config["arms"] if arm_method(config, arm) != "none"]
 PLAIN_ARMS = plain_arms(config)
 # Keys that only shape the DAG stay out of the stages' config, so raising them re-runs nothing old; an arm's stages
 # get its variant's settings in place (nextrl.config.arm_config), so a variant never touches another arm's jobs.
-DAG_KEYS = ("seeds", "arms", "rounds", "variants")
+DAG_KEYS = ("seeds", "arms", "rounds", "variants", "heldout")
 
 
 def stage_config(arm):
@@ -127,6 +127,16 @@ def previous_rl(w):
     return [f"{previous_round(w)}/rl"] if int(w.round) > 0 else []
 
 
+def heldout_checked(arm, round_index):
+    """Whether (arm, round) gets the held-out check (config `heldout`); round 0 is `none`'s chunk in every jump arm,
+    so it is checked once, in the first jump arm."""
+    if not jumps(arm) or round_index == LAST_ROUND or config["heldout"] == "off":
+        return False
+    if round_index == 0:
+        return arm == JUMP_ARMS[0]
+    return config["heldout"] == "every_round"
+
+
 def summary_manifest():
     """Every artifact the summary reads, per (arm, seed, round), with the paths this file owns."""
     runs = []
@@ -135,9 +145,7 @@ def summary_manifest():
             for r in range(config["rounds"]):
                 here = round_dir(arm, seed, r)
                 jumping = jumps(arm) and r < LAST_ROUND
-                # round 0 of a jump arm is `none`'s chunk: its held-out check runs once, in the first jump arm, and
-                # its probe only in `none`
-                checks = jumping and (r > 0 or arm == JUMP_ARMS[0])
+                # round 0 of a jump arm is `none`'s chunk: its probe runs only in `none`
                 probes = r > 0 or not jumps(arm)
                 rl_arm = "none" if jumps(arm) and r == 0 else arm  # round 0 is shared (share_first_round)
                 overhead = ["trajectory", "fit", "extrapolate", "select"]
@@ -145,7 +153,7 @@ def summary_manifest():
                     "arm": arm, "seed": seed, "round": r, "rl": f"{here}/rl",
                     "selection": f"{here}/jump/selected/selection.parquet" if jumping else None,
                     "fit": f"{here}/predictor/fit.json" if jumping else None,
-                    "heldout": f"{here}/heldout.parquet" if checks else None,
+                    "heldout": f"{here}/heldout.parquet" if heldout_checked(arm, r) else None,
                     "probe": f"{here}/probe.parquet" if probes else None,
                     "test": f"{here}/test.parquet" if r == LAST_ROUND else None,
                     "rl_benchmark": benchmark_path("rl_chunk", rl_arm, seed, r),
