@@ -39,3 +39,37 @@ def test_probe_scores_every_k_and_k1_is_the_round_end(tiny_setup, test_config, t
     assert abs(at[0.0] - evaluations[0]) <= 1 / n_items
     assert abs(at[1.0] - evaluations[test_config["rl"]["chunk_steps"]]) <= 1 / n_items
     assert not list(tmp_path.glob(".probe.*"))  # the scratch adapters are gone
+
+
+def test_probe_reads_a_known_accuracy_profile_along_a_hand_built_ray(test_config, tmp_path, monkeypatch):
+    """A stub evaluator scores each probed adapter by its position k on the ray (recovered from its weights) with a
+    known profile that peaks at k = 1.25; the stage must report that profile and the summary that it rises past 1."""
+    from nextrl.adapters import load_adapter, save_scale_one_adapter
+    from nextrl.comparison import probe_table
+
+    def profile(k: float) -> float:
+        return 0.6 + 0.1 * k - 0.04 * k * k
+
+    start, end = adapter(0, 1.0), adapter(1, 1.0)
+    for name, hand_built in (("start", start), ("end", end)):
+        save_scale_one_adapter(hand_built.factors, {"r": 2, "lora_alpha": 2}, tmp_path / name)
+    product = {name: a.factors["m"][0] @ a.factors["m"][1] for name, a in (("start", start), ("end", end))}
+    delta = product["end"] - product["start"]
+
+    def stub_scores(start_model, adapters, items, scorer, evaluation):
+        rows = []
+        for name, directory in adapters.items():
+            left, right = load_adapter(directory).scaled_factors()["m"]
+            k = float(((left @ right - product["start"]) * delta).sum() / (delta * delta).sum())
+            rows.append({"name": name, "accuracy": profile(k), "n_items": 10, "seconds": 0.0})
+        return pd.DataFrame(rows)
+
+    monkeypatch.setattr(probe, "score_adapters", stub_scores)
+    (tmp_path / "data").mkdir()
+    pd.DataFrame({"prompt": ["1+1="], "answer": ["2"]}).to_parquet(tmp_path / "data" / "validation.parquet")
+    probe.run(test_config, start_model=tmp_path, adapter=tmp_path / "end", start_adapter=tmp_path / "start",
+              data=tmp_path / "data", output=tmp_path / "probe.parquet", arm="none", seed=0, round_index=0)  # fmt: skip
+    table = pd.read_parquet(tmp_path / "probe.parquet")
+    assert table["accuracy"].tolist() == pytest.approx([profile(k) for k in PROBE_KS], abs=1e-5)
+    row = probe_table([{"probe": str(tmp_path / "probe.parquet")}]).iloc[0]
+    assert row["best_k"] == 1.25 and bool(row["rises_beyond_1"])
