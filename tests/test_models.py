@@ -11,7 +11,7 @@ from nextrl.models import (
     load_tokenizer,
     save_model,
 )
-from nextrl.warm_start import off_by_one_labels
+from nextrl.warm_start import off_by_one_labels, warm_start_lr
 
 SHAPE = {
     "hidden_size": 32,
@@ -64,3 +64,10 @@ def test_off_by_one_labels_replace_the_share_asked_with_a_neighbour():
     assert off_by_one_labels(answers, 0.0, np.random.default_rng(0)) == answers
     with pytest.raises(ValueError, match="model.warm_start.off_by_one"):
         off_by_one_labels(["x"], 1.0, np.random.default_rng(0))
+
+
+def test_warm_start_lr_is_constant_or_a_cosine_to_zero():
+    constant = {"lr": 0.5, "steps": 10, "schedule": "constant"}
+    cosine = {**constant, "schedule": "cosine"}
+    assert [warm_start_lr(step, constant) for step in (0, 5, 10)] == [0.5, 0.5, 0.5]
+    assert [warm_start_lr(step, cosine) for step in (0, 5, 10)] == pytest.approx([0.5, 0.25, 0.0])

@@ -10,6 +10,7 @@ neighbours: greedy accuracy well below its pass@k, the regime where RLVR sharpen
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -58,6 +59,15 @@ def off_by_one_labels(answers: list[str], share: float, generator: np.random.Gen
     return labels
 
 
+def warm_start_lr(step: int, settings: Mapping[str, Any]) -> float:
+    """Learning rate of optimizer step ``step`` (0-based): constant, or cosine from ``lr`` to 0 over ``steps``
+    (Loshchilov & Hutter 2017, SGDR eq. 5 without restarts), which ends the noisy-label warm start in a flat
+    minimum instead of wherever the last mini-batches left it."""
+    if settings["schedule"] == "constant":
+        return settings["lr"]
+    return settings["lr"] * 0.5 * (1 + math.cos(math.pi * step / settings["steps"]))
+
+
 def warm_start(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -70,6 +80,7 @@ def warm_start(
     label_noise = np.random.default_rng([seed, 1])
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warm_start_lr(step, settings) / settings["lr"])
     model.train()
     losses = []
     progress = tqdm(range(settings["steps"]), desc="warm start", mininterval=2.0)
@@ -83,6 +94,7 @@ def warm_start(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        schedule.step()
         losses.append(loss.item())
         progress.set_postfix(loss=f"{losses[-1]:.3f}")
     model.eval()
