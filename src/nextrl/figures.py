@@ -22,8 +22,9 @@ def plot_curves(curves: pd.DataFrame, base_accuracy: float, path_stem: Path) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(7.5, 4.5))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    figure, axis = plt.subplots(figsize=(10, 4.8))
+    arms = curves["arm"].nunique()
+    colours = plt.get_cmap("tab10" if arms <= 10 else "tab20").colors  # one colour per arm
     for index, (arm, arm_curves) in enumerate(curves.groupby("arm", sort=False)):
         colour = colours[index % len(colours)]
         for _, seed_curve in arm_curves.groupby("seed"):
@@ -45,7 +46,7 @@ def plot_curves(curves: pd.DataFrame, base_accuracy: float, path_stem: Path) -> 
     axis.set_xlabel("RL steps consumed")
     axis.set_ylabel("validation accuracy")
     axis.set_title("Held-out accuracy vs RL steps (thin: seeds; dotted: jumps)")
-    axis.legend(loc="lower right")
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     axis.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path_stem.with_suffix(".png"), dpi=130)
