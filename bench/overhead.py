@@ -4,17 +4,18 @@ Usage: python bench/overhead.py [results/default]
 
 Per arm (one method or variant), mean seconds per jump of each jump stage (trajectory, fit, extrapolate, select) as
 Snakemake measured the job (benchmarks/<stage>/, wall time including the job's Python start-up), their sum as a share
-of the mean RL chunk job of the same experiment, and the in-process compute (the fit's own seconds plus candidate
-selection, from fit.json and selection.parquet) as a share of the mean RL chunk's step time (metrics.parquet). Then
-the probe's cost per round, the same two ways.
+of the mean RL chunk job of the same experiment, and the in-process compute per jump (the fit's own seconds plus
+candidate selection: the summary's overhead_compute_seconds per seed over the seed's jumps) as a share of the mean RL
+chunk's step time. Then the probe's cost per round. Needs the experiment's summary (steps_to_target.parquet).
 """
 
-import json
 import re
 import sys
 from pathlib import Path
 
 import pandas as pd
+
+from nextrl.comparison import benchmark_seconds
 
 JUMP_STAGES = ("trajectory", "fit", "extrapolate", "select")
 NAME = re.compile(r"^(?P<arm>.+)_seed(?P<seed>\d+)_round(?P<round>\d+)\.tsv$")
@@ -25,8 +26,7 @@ def job_seconds(experiment: Path, stage: str) -> pd.DataFrame:
     for path in sorted((experiment / "benchmarks" / stage).glob("*.tsv")):
         match = NAME.match(path.name)
         if match:
-            seconds = float(pd.read_csv(path, sep="\t")["s"].iloc[0])
-            rows.append({**match.groupdict(), "stage": stage, "seconds": seconds})
+            rows.append({**match.groupdict(), "stage": stage, "seconds": benchmark_seconds(str(path))})
     return pd.DataFrame(rows, columns=["arm", "seed", "round", "stage", "seconds"])
 
 
@@ -41,13 +41,8 @@ def main() -> None:
     table["jumps"] = per_jump.groupby("arm").size()
     table["job_total_s"] = table[list(JUMP_STAGES)].sum(axis=1)
     table["job_share_of_rl_chunk_%"] = 100 * table["job_total_s"] / rl_jobs
-    compute = {}
-    for arm in table.index:
-        fits = [json.loads(p.read_text())["seconds"] for p in experiment.glob(f"{arm}/seed*/round*/predictor/fit.json")]
-        selects = [pd.read_parquet(p)["seconds"].sum()
-                   for p in experiment.glob(f"{arm}/seed*/round*/jump/selected/selection.parquet")]  # fmt: skip
-        compute[arm] = sum(fits) / max(len(fits), 1) + sum(selects) / max(len(selects), 1)
-    table["compute_s"] = pd.Series(compute)
+    per_seed = pd.read_parquet(experiment / "summary" / "steps_to_target.parquet").set_index("arm")
+    table["compute_s"] = per_seed.groupby("arm")["overhead_compute_seconds"].sum() / table["jumps"]
     table["compute_share_of_rl_steps_%"] = 100 * table["compute_s"] / rl_compute
     print(f"{experiment}: mean RL chunk job {rl_jobs:.1f} s, its RL steps {rl_compute:.1f} s\n")
     print(table.reset_index().to_markdown(index=False, floatfmt=".1f"))

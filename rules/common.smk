@@ -4,7 +4,7 @@ import os
 import sys
 
 import nextrl  # noqa: F401  (sets the offline / no-telemetry environment for every job)
-from nextrl.config import arm_config, arm_method, plain_arms, validate_config
+from nextrl.config import arm_config, arm_method, jump_arms, plain_arms, validate_config
 
 # The schema (workflow/schemas/config.schema.yaml, defaults filled in) and the cross-key rules, with errors that
 # name the key as `config key a.b.c: …` — the same check the CLI runs on a standalone config.
@@ -13,7 +13,7 @@ validate_config(config)
 RESULTS = f"results/{config['experiment']}"
 ROUND = f"{RESULTS}/{{arm}}/seed{{seed}}/round{{round}}"
 LAST_ROUND = config["rounds"] - 1
-JUMP_ARMS = [arm for arm in config["arms"] if arm_method(config, arm) != "none"]
+JUMP_ARMS = jump_arms(config)
 PLAIN_ARMS = plain_arms(config)
 # Keys that only shape the DAG stay out of the stages' config, so raising them re-runs nothing old; an arm's stages
 # get its variant's settings in place (nextrl.config.arm_config), so a variant never touches another arm's jobs.
@@ -34,7 +34,7 @@ def config_of(w):
 
 
 def jumps(arm):
-    return arm_method(config, arm) != "none"
+    return arm in JUMP_ARMS
 
 
 def carries(arm):

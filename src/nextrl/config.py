@@ -63,6 +63,11 @@ def plain_arms(config: Mapping[str, Any]) -> list[str]:
     return [arm for arm in config["arms"] if arm_method(config, arm) == "none"]
 
 
+def jump_arms(config: Mapping[str, Any]) -> list[str]:
+    """The arms that jump between rounds (extrapolators and their variants), in ``arms`` order."""
+    return [arm for arm in config["arms"] if arm_method(config, arm) != "none"]
+
+
 def arm_config(config: Mapping[str, Any], arm: str) -> dict[str, Any]:
     """The configuration one arm's stages run with: ``config`` with the arm's variant overrides (if any) applied."""
     resolved = copy.deepcopy(dict(config))
@@ -74,16 +79,17 @@ def arm_config(config: Mapping[str, Any], arm: str) -> dict[str, Any]:
 
 def _check_variant(config: Mapping[str, Any], name: str, schema: Mapping[str, Any]) -> None:
     variant = config["variants"][name]
-    known = ["none", *extrapolator_names()]
+    known = ["none", *sorted(schema["properties"]["extrapolators"]["properties"])]
     if name in known:
         raise ConfigError(f"config key variants.{name}: {name!r} is already a method's name; pick another")
     if variant["of"] not in known:
         raise ConfigError(f"config key variants.{name}.of: unknown method {variant['of']!r}; known: {known}")
     allowed = "rl" if variant["of"] == "none" else "jump"
-    for section in set(variant) - {"of", allowed}:
+    extra = sorted(set(variant) - {"of", allowed})
+    if extra:
         raise ConfigError(
-            f"config key variants.{name}.{section}: a variant of {variant['of']!r} may override `{allowed}` only"
-            + (" (jump arms share round 0 with `none`)" if section == "rl" else "")
+            f"config key variants.{name}.{extra[0]}: a variant of {variant['of']!r} may override `{allowed}` only"
+            + (" (jump arms share round 0 with `none`)" if extra[0] == "rl" else "")
         )
     unknown = sorted(set(variant.get(allowed, {})) - set(schema["properties"][allowed]["properties"]))
     if unknown:
@@ -107,7 +113,7 @@ def check_cross_keys(config: Mapping[str, Any]) -> None:
             raise ConfigError(
                 f"config key arms: unknown arm {arm!r}; known: methods {known} and variants {list(config['variants'])}"
             )
-    if "none" not in config["arms"] and any(arm_method(config, arm) != "none" for arm in config["arms"]):
+    if "none" not in config["arms"] and jump_arms(config):
         raise ConfigError("config key arms: jump arms need `none` (it runs their shared round 0 and is the baseline)")
     rl = config["rl"]
     if rl["chunk_steps"] % rl["snapshot_every"]:
