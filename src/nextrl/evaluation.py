@@ -38,7 +38,7 @@ def evaluate_split(
             correct += reward
             rows.append({"index": int(index), "completion": text, "reward": float(reward)})
         progress.update(len(batch))
-        progress.set_postfix(accuracy=f"{correct / len(rows):.3f}")
+        progress.set_postfix(accuracy=f"{correct / len(rows):.3f}", refresh=False)
     progress.close()
     return pd.DataFrame(rows, columns=["index", "completion", "reward"])
 

@@ -96,6 +96,6 @@ def warm_start(
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
-        progress.set_postfix(loss=f"{losses[-1]:.3f}")
+        progress.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
     model.eval()
     return losses

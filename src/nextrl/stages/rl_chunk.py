@@ -113,7 +113,9 @@ def run(
                 model.save_pretrained(staging / "snapshots" / f"step_{step}", safe_serialization=True)
                 evaluations.append(validation_accuracy(step))
             progress.set_postfix(
-                reward=f"{row['reward_mean']:.3f}", val_acc=f"{evaluations[-1]['accuracy']:.3f}" if evaluations else "-"
+                reward=f"{row['reward_mean']:.3f}",
+                val_acc=f"{evaluations[-1]['accuracy']:.3f}" if evaluations else "-",
+                refresh=False,
             )
         progress.close()
         save_training_state(staging / "state", model, optimizer, first_step + rl["chunk_steps"], cursor)
