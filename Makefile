@@ -26,7 +26,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 figures: setup
-	$(BIN)/snakemake summary --cores 2 --forcerun summary
+	$(BIN)/snakemake figures --cores 2 --forcerun summary
 
 clean:
 	rm -rf results/*/ .snakemake

@@ -81,6 +81,7 @@ DATA = f"{RESULTS}/data"
 BASE = f"{RESULTS}/base"
 BASE_TEST = f"{RESULTS}/base_eval/test.parquet"
 SUMMARY = f"{RESULTS}/summary"
+FIGURES_DIR = f"{RESULTS}/figures"
 
 
 def previous_round(w):
@@ -155,6 +156,8 @@ def summary_manifest():
                     "fit": f"{here}/predictor/fit.json" if jumping else None,
                     "heldout": f"{here}/heldout.parquet" if heldout_checked(arm, r) else None,
                     "probe": f"{here}/probe.parquet" if probes else None,
+                    # E1 and R² (summary findings) on plain RL's LoRA trajectory: round 0, fitted by every jump arm
+                    "trajectory": f"{here}/trajectory.parquet" if jumping and r == 0 and arm in JUMP_ARMS[:1] else None,
                     "test": f"{here}/test.parquet" if r == LAST_ROUND else None,
                     "rl_benchmark": benchmark_path("rl_chunk", rl_arm, seed, r),
                     "overhead_benchmarks": [benchmark_path(stage, arm, seed, r) for stage in overhead] if jumping else [],
@@ -168,7 +171,20 @@ def summary_inputs(_):
     paths = [manifest["base_test"]]
     for run in manifest["runs"]:
         paths.append(run["rl"])
-        paths.extend(run[key] for key in ("heldout", "probe", "test") if run[key])
+        paths.extend(run[key] for key in ("heldout", "probe", "trajectory", "test") if run[key])
         if run["selection"]:
             paths += [os.path.dirname(run["selection"]), os.path.dirname(run["fit"])]
     return paths
+
+
+def figure_outputs(name, category):
+    """A figure rule's PNG (a report item with its caption, workflow/report/<name>.rst) and PDF."""
+    return {
+        "png": report(f"{FIGURES_DIR}/{name}.png", caption=f"../workflow/report/{name}.rst", category=category),
+        "pdf": f"{FIGURES_DIR}/{name}.pdf",
+    }
+
+
+def draw(name):
+    """The shell command of a figure rule: `nextrl figure` on the summary directory."""
+    return call("figure", f"--name {name} --summary {{input}} --output {FIGURES_DIR}/{name}", per_run=False)

@@ -5,7 +5,15 @@ import math
 import pandas as pd
 import pytest
 
-from nextrl.comparison import arm_table, confidence_interval, heldout_table, probe_table, step_table, steps_to_target
+from nextrl.comparison import (
+    arm_table,
+    confidence_interval,
+    heldout_table,
+    probe_table,
+    stacked,
+    step_table,
+    steps_to_target,
+)
 from nextrl.figures import same_as_none
 
 
@@ -116,12 +124,15 @@ def test_an_arm_identical_to_none_is_recognised():
 
 
 def test_probe_table_says_whether_accuracy_rises_beyond_k1(tmp_path):
-    paths = []
+    runs = []
     for seed, accuracies in enumerate([[0.2, 0.4, 0.5, 0.45], [0.2, 0.4, 0.3, 0.45]]):
         path = tmp_path / f"probe{seed}.parquet"
         pd.DataFrame({"arm": "none", "seed": seed, "round": 0, "k": [0.0, 1.0, 1.5, 2.0], "accuracy": accuracies,
                       "n_items": 10}).to_parquet(path)  # fmt: skip
-        paths.append({"probe": str(path)})
-    row = probe_table(paths).iloc[0]
+        runs.append({"arm": "none", "seed": seed, "round": 0, "probe": str(path)})
+    runs.append({"arm": "next", "seed": 0, "round": 0, "probe": None})  # round 0 of a jump arm: probed in none
+    stacked_probe = stacked(runs, "probe")
+    assert len(stacked_probe) == 8 and set(stacked_probe["seed"]) == {0, 1}
+    row = probe_table(stacked_probe).iloc[0]
     assert (row["k=1"], row["k=1.5"], row["k=2"]) == pytest.approx((0.4, 0.4, 0.45))
     assert row["best_k"] == 2.0 and bool(row["rises_beyond_1"]) and row["seeds"] == 2

@@ -71,5 +71,5 @@ def test_probe_reads_a_known_accuracy_profile_along_a_hand_built_ray(test_config
               data=tmp_path / "data", output=tmp_path / "probe.parquet", arm="none", seed=0, round_index=0)  # fmt: skip
     table = pd.read_parquet(tmp_path / "probe.parquet")
     assert table["accuracy"].tolist() == pytest.approx([profile(k) for k in PROBE_KS], abs=1e-5)
-    row = probe_table([{"probe": str(tmp_path / "probe.parquet")}]).iloc[0]
+    row = probe_table(table).iloc[0]
     assert row["best_k"] == 1.25 and bool(row["rises_beyond_1"])

@@ -17,6 +17,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from nextrl.figures import FIGURES
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile")]
 ENV = {**os.environ, "TQDM_DISABLE": "1"}  # the offline environment is nextrl's own (nextrl/__init__.py)
@@ -51,7 +53,14 @@ def test_end_to_end_covers_every_arm_and_two_rounds(finished_run: Path):
     summary = finished_run / "summary"
     per_seed = pd.read_parquet(summary / "steps_to_target.parquet")
     assert set(per_seed["arm"]) == ARMS
-    assert (summary / "accuracy_vs_steps.png").stat().st_size > 10_000
+    for name in FIGURES:
+        assert (finished_run / "figures" / f"{name}.png").stat().st_size > 10_000, name
+        assert (finished_run / "figures" / f"{name}.pdf").exists(), name
+    assert "\\begin{tabular}" in (summary / "table.tex").read_text()
+    findings = (summary / "findings.md").read_text()
+    assert "E1 = σ1/Σσ" in findings and "Linear-fit R²" in findings
+    linearity = pd.read_parquet(summary / "linearity.parquet")  # test.yaml: 8 modules, 4 snapshots: fit 2, predict 2
+    assert len(linearity) == 8 and set(linearity["fit_snapshots"]) == {2} and linearity["r2"].notna().all()
     assert "test_accuracy_ci95" in (summary / "table.md").read_text()
     curves = pd.read_parquet(summary / "curves.parquet")
     assert curves.groupby("arm")["round"].nunique().to_dict() == dict.fromkeys(ARMS, 2)
@@ -82,6 +91,21 @@ def test_end_to_end_covers_every_arm_and_two_rounds(finished_run: Path):
     assert table.loc[["next", "linear", "repeat_last"], "acceleration"].isin([True, False]).all()
     # no staging leftovers anywhere
     assert not [p for p in finished_run.rglob(".*.tmp")]
+
+
+def test_figures_redraw_from_parquet_alone_and_the_report_bundles_them(finished_run: Path):
+    directory = finished_run.parents[1]
+    redraw = snakemake(
+        directory, "--cores", "2", "figures", "--forcerun", "summary"
+    )  # a target after --configfile's list
+    ran = {
+        line.split()[1].rstrip(":") for line in redraw.stderr.splitlines() if line.startswith(("rule ", "localrule "))
+    }
+    assert ran == {"summary", "figures", *(f"figure_{name}" for name in FIGURES)}  # no RL, evaluation or model stage
+    snakemake(directory, "--report", "results/test/report.html")
+    report = (finished_run / "report.html").read_text()
+    for name in FIGURES:
+        assert f"{name}.png" in report, name
 
 
 def test_mlflow_groups_stages_seeds_and_rounds(finished_run: Path):

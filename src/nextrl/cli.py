@@ -39,6 +39,7 @@ STAGES: dict[str, dict[str, Callable[[str], Any]]] = {
     "probe": {"start_model": Path, "adapter": Path, "start_adapter": optional_path, "data": Path},
     "evaluate": {"start_model": Path, "adapter": optional_path, "data": Path, "split": str},
     "summary": {"manifest": json.loads},
+    "figure": {"name": str, "summary": Path},
 }
 RUN_TAGS = {"arm": str, "seed": int, "round_index": int}
 
@@ -65,14 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     stage = args.stage
     try:
-        import torch
-
         from nextrl.config import load_config
         from nextrl.tracking import log_stage
 
         config = load_config(Path(args.configfile)) if args.configfile else json.loads(args.config_json)
-        torch.set_num_threads(config.get("threads", 1))
         run = importlib.import_module(f"nextrl.stages.{stage}").run
+        if "torch" in sys.modules:  # the stages that compute with torch; summary and figures never import it
+            sys.modules["torch"].set_num_threads(config.get("threads", 1))
         values = vars(args)
         record = run(config, **{name: values[name] for name in inspect.signature(run).parameters if name != "config"})
         tags = {"round" if key == "round_index" else key: values[key] for key in RUN_TAGS if values[key] is not None}

@@ -44,6 +44,8 @@ RUN_FIELDS = (
     "selection",
     "fit",
     "heldout",
+    "probe",
+    "trajectory",
     "test",
     "rl_benchmark",
     "overhead_benchmarks",
@@ -136,12 +138,7 @@ def per_seed_table(runs: list[Mapping[str, Any]], curves: pd.DataFrame, plain: l
 def heldout_table(runs: list[Mapping[str, Any]]) -> pd.DataFrame:
     """Per method: (round, module) pairs scored, rounds it could not fit, mean rank-1 cosine, share of positive
     cosines, median relative error and σ ratio."""
-    frames = [
-        pd.read_parquet(r["heldout"]).assign(arm=r["arm"], seed=r["seed"], round=r["round"])
-        for r in runs
-        if r["heldout"]
-    ]
-    scored = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["method"])
+    scored = stacked(runs, "heldout")
     if scored.empty:
         return pd.DataFrame(
             columns=["method", "pairs", "rank1_cosine_mean", "positive_cosine_share", "relative_error_median"]
@@ -159,13 +156,22 @@ def heldout_table(runs: list[Mapping[str, Any]]) -> pd.DataFrame:
     }).reset_index()  # fmt: skip
 
 
-def probe_table(runs: list[Mapping[str, Any]]) -> pd.DataFrame:
-    """Per (arm, round): mean accuracy over seeds along the round's own ray at every k (columns k=…), the best k,
-    and whether accuracy at some k > 1 beats k = 1 (``rises_beyond_1``)."""
-    frames = [pd.read_parquet(run["probe"]) for run in runs if run["probe"]]
-    if not frames:
+def stacked(runs: list[Mapping[str, Any]], field: str) -> pd.DataFrame:
+    """The Parquet tables at ``run[field]`` of every run that has one, stacked, each row tagged with its run's arm,
+    seed and round; an empty frame when no run has one."""
+    frames = [
+        pd.read_parquet(run[field]).assign(arm=run["arm"], seed=run["seed"], round=run["round"])
+        for run in runs
+        if run[field]
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["arm", "seed", "round"])
+
+
+def probe_table(probe: pd.DataFrame) -> pd.DataFrame:
+    """Per (arm, round) of the stacked probe tables: mean accuracy over seeds along the round's own ray at every k
+    (columns k=…), the best k, and whether accuracy at some k > 1 beats k = 1 (``rises_beyond_1``)."""
+    if probe.empty:
         return pd.DataFrame(columns=["arm", "round", "best_k", "rises_beyond_1", "seeds"])
-    probe = pd.concat(frames, ignore_index=True)
     means = probe.groupby(["arm", "round", "k"], sort=False)["accuracy"].mean().unstack("k")
     summary = means.rename(columns=lambda k: f"k={k:g}")
     summary["best_k"] = means.idxmax(axis=1)

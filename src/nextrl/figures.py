@@ -1,10 +1,59 @@
-"""Figures drawn from the comparison tables (matplotlib, Agg backend; PNG and PDF)."""
+"""The figures (method.md §7; issue 9), each drawn from one table the summary stage wrote — no model is loaded.
+
+Every ``plot_*`` takes that table and a path stem and writes ``<stem>.png`` and ``<stem>.pdf`` (matplotlib, Agg).
+:data:`FIGURES` maps each figure's name to the summary table it reads and its function; the ``figure`` stage and the
+rules in rules/figures.smk are driven by it.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+
+from nextrl.trajectory_findings import splits_used
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(figure: Any, path_stem: Path) -> None:
+    figure.savefig(path_stem.with_suffix(".png"), dpi=130, bbox_inches="tight")
+    figure.savefig(path_stem.with_suffix(".pdf"), bbox_inches="tight")
+    _pyplot().close(figure)
+
+
+def _panels(count: int, width: float = 4.2, height: float = 3.4) -> tuple[Any, list[Any]]:
+    """A grid of ``count`` axes, at most four per row; unused cells are hidden."""
+    columns = min(count, 4)
+    rows = math.ceil(count / columns)
+    figure, axes = _pyplot().subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False)
+    flat = list(axes.flat)
+    for axis in flat[count:]:
+        axis.set_visible(False)
+    return figure, flat[:count]
+
+
+def _colours(names: list[str]) -> dict[str, Any]:
+    palette = _pyplot().get_cmap("tab10" if len(names) <= 10 else "tab20").colors
+    return {name: palette[index % len(palette)] for index, name in enumerate(names)}
+
+
+def plot_nothing(message: str, path_stem: Path) -> None:
+    """A figure that only says why there is nothing to draw."""
+    figure, axis = _pyplot().subplots(figsize=(6, 1.5))
+    axis.axis("off")
+    axis.text(0.5, 0.5, message, ha="center", va="center")
+    _save(figure, path_stem)
 
 
 def same_as_none(curves: pd.DataFrame, arm: str) -> bool:
@@ -14,41 +63,172 @@ def same_as_none(curves: pd.DataFrame, arm: str) -> bool:
     return arm != "none" and len(plain) > 0 and plain.equals(other)
 
 
-def plot_curves(curves: pd.DataFrame, base_accuracy: float, path_stem: Path) -> None:
-    """Validation accuracy vs RL steps: thin lines per seed, a thick mean per arm, dotted lines at jumps that moved
-    the weights; an arm whose curve equals ``none``'s in every seed says so in the legend (the lines coincide)."""
-    import matplotlib
+def _draw_curve(axis: Any, arm_curves: pd.DataFrame, colour: Any, label: str) -> None:
+    """Thin lines per seed, a thick mean (a jump's two points at one step kept in order), dotted lines at jumps."""
+    for _, seed_curve in arm_curves.groupby("seed"):
+        axis.plot(seed_curve["step"], seed_curve["accuracy"], color=colour, alpha=0.3, linewidth=1)
+    ordered = arm_curves.assign(order=arm_curves["point"].eq("start").astype(int))
+    mean = ordered.groupby(["step", "order"], as_index=False)["accuracy"].mean().sort_values(["step", "order"])
+    axis.plot(mean["step"], mean["accuracy"], color=colour, linewidth=2.5, label=label)
+    for step in arm_curves.loc[(arm_curves["point"] == "start") & (arm_curves["round"] > 0), "step"].unique():
+        axis.axvline(step, color=colour, linestyle=":", linewidth=1)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(10, 4.8))
-    arms = curves["arm"].nunique()
-    colours = plt.get_cmap("tab10" if arms <= 10 else "tab20").colors  # one colour per arm
-    for index, (arm, arm_curves) in enumerate(curves.groupby("arm", sort=False)):
-        colour = colours[index % len(colours)]
-        for _, seed_curve in arm_curves.groupby("seed"):
-            axis.plot(seed_curve["step"], seed_curve["accuracy"], color=colour, alpha=0.3, linewidth=1)
-        ordered = arm_curves.assign(order=arm_curves["point"].eq("start").astype(int))
-        mean = ordered.groupby(["step", "order"], as_index=False)["accuracy"].mean().sort_values(["step", "order"])
-        axis.plot(
-            mean["step"],
-            mean["accuracy"],
-            color=colour,
-            linewidth=2.5,
-            label=f"{arm} (mean of {arm_curves['seed'].nunique()} seeds)"
-            + (": identical to none" if same_as_none(curves, arm) else ""),
-        )
-        jumps = arm_curves[(arm_curves["point"] == "start") & (arm_curves["round"] > 0)]["step"].unique()
-        for step in jumps:
-            axis.axvline(step, color=colour, linestyle=":", linewidth=1)
-    axis.axhline(base_accuracy, color="grey", linestyle="--", linewidth=1, label="base model")
-    axis.set_xlabel("RL steps consumed")
-    axis.set_ylabel("validation accuracy")
-    axis.set_title("Held-out accuracy vs RL steps (thin: seeds; dotted: jumps)")
-    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
-    axis.grid(alpha=0.3)
+def plot_curves(curves: pd.DataFrame, path_stem: Path) -> None:
+    """Validation accuracy vs RL steps (paper §7 fig. 3): one panel per arm beside ``none``; thin lines per seed,
+    thick the mean over seeds, dotted lines at jumps; the dashed line is the base model (step 0)."""
+    arms = list(dict.fromkeys(curves["arm"]))
+    others = [arm for arm in arms if arm != "none"] or ["none"]
+    colours = _colours(arms)
+    base_accuracy = float(curves.loc[curves["step"] == 0, "accuracy"].mean())
+    figure, axes = _panels(len(others))
+    for axis, arm in zip(axes, others, strict=True):
+        if arm != "none" and "none" in arms:
+            _draw_curve(axis, curves[curves["arm"] == "none"], "grey", "none")
+        arm_curves = curves[curves["arm"] == arm]
+        identical = " (identical to none)" if same_as_none(curves, arm) else ""
+        _draw_curve(axis, arm_curves, colours[arm], f"{arm}{identical}")
+        axis.axhline(base_accuracy, color="black", linestyle="--", linewidth=0.8)
+        axis.set_title(f"{arm} ({arm_curves['seed'].nunique()} seeds)")
+        axis.set_xlabel("RL steps consumed")
+        axis.set_ylabel("validation accuracy")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize="small", loc="lower right")
     figure.tight_layout()
-    figure.savefig(path_stem.with_suffix(".png"), dpi=130)
-    figure.savefig(path_stem.with_suffix(".pdf"))
-    plt.close(figure)
+    _save(figure, path_stem)
+
+
+def plot_energy(energy: pd.DataFrame, path_stem: Path) -> None:
+    """E1 = σ1/Σσ of the global delta vs RL step per module type (paper Fig. 2): mean over modules and seeds, the
+    band spanning the per-module minimum and maximum."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(7, 4.2))
+    types = sorted(energy["module_type"].unique())
+    colours = _colours(types)
+    for module_type in types:
+        rows = energy[energy["module_type"] == module_type].groupby("step")
+        mean = rows["e1_mean"].mean()
+        axis.plot(mean.index, mean.values, color=colours[module_type], linewidth=2, label=module_type)
+        axis.fill_between(mean.index, rows["e1_min"].min(), rows["e1_max"].max(), color=colours[module_type], alpha=0.1)
+    axis.set_xlabel("RL step")
+    axis.set_ylabel("E1 = σ1 / Σσ of W_t − W_0")
+    axis.set_title(f"Rank-1 energy of the LoRA update ({energy['seed'].nunique()} seeds)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    _save(figure, path_stem)
+
+
+R2_FLOOR = -3.0
+
+
+def plot_linearity(linearity: pd.DataFrame, path_stem: Path) -> None:
+    """Held-out R² of a per-module linear fit of the rank-1 global delta (method.md §2): one box per module type, every
+    module a dot; values below ``R2_FLOOR`` are drawn at the floor; the title gives n, m and the share below 0."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(7, 4.2))
+    types = sorted(linearity["module_type"].unique())
+    values = [linearity.loc[linearity["module_type"] == t, "r2"].clip(lower=R2_FLOOR).to_numpy() for t in types]
+    axis.boxplot(values, showfliers=False)
+    axis.set_xticks(range(1, len(types) + 1), types)
+    for position, points in enumerate(values, start=1):
+        axis.scatter([position] * len(points), points, s=8, alpha=0.4, color="tab:blue")
+    axis.axhline(0, color="red", linewidth=1, linestyle="--")
+    below = (linearity["r2"] < 0).mean()
+    axis.set_title(f"Linear-fit R² per module ({splits_used(linearity)}); {below:.0%} of {len(linearity)} below 0")
+    axis.set_ylabel(f"held-out R² (clipped at {R2_FLOOR:g})")
+    axis.grid(alpha=0.3, axis="y")
+    _save(figure, path_stem)
+
+
+def plot_alpha(alpha: pd.DataFrame, path_stem: Path) -> None:
+    """Selection-split accuracy vs the extension coefficient α for every jump (paper §7 fig. 4): one panel per arm,
+    a line per jump round (mean over seeds; thin: seeds), the chosen α of each seed marked."""
+    arms = list(dict.fromkeys(alpha["arm"]))
+    figure, axes = _panels(len(arms))
+    rounds = sorted(alpha["round"].unique())
+    colours = _colours([str(r) for r in rounds])
+    for axis, arm in zip(axes, arms, strict=True):
+        for round_index in rounds:
+            rows = alpha[(alpha["arm"] == arm) & (alpha["round"] == round_index)]
+            if rows.empty:
+                continue
+            colour = colours[str(round_index)]
+            for _, seed_rows in rows.groupby("seed"):
+                axis.plot(seed_rows["alpha"], seed_rows["accuracy"], color=colour, alpha=0.3, linewidth=1)
+            mean = rows.groupby("alpha")["accuracy"].mean()
+            axis.plot(mean.index, mean.values, color=colour, linewidth=2.5, label=f"jump after round {round_index}")
+            chosen = rows[rows["selected"]]
+            axis.scatter(chosen["alpha"], chosen["accuracy"], color=colour, marker="o", edgecolor="black", zorder=3)
+        axis.set_title(arm)
+        axis.set_xlabel("α")
+        axis.set_ylabel("selection accuracy")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize="small")
+    figure.tight_layout()
+    _save(figure, path_stem)
+
+
+def plot_probe(probe: pd.DataFrame, path_stem: Path) -> None:
+    """The extrapolability probe (method.md §8): validation accuracy along each round's own ray
+    W_start + k·(W_T − W_start), one panel per arm, a line per round (mean over seeds; thin: seeds)."""
+    arms = list(dict.fromkeys(probe["arm"]))
+    figure, axes = _panels(len(arms))
+    rounds = sorted(probe["round"].unique())
+    colours = _colours([str(r) for r in rounds])
+    for axis, arm in zip(axes, arms, strict=True):
+        for round_index in rounds:
+            rows = probe[(probe["arm"] == arm) & (probe["round"] == round_index)]
+            if rows.empty:
+                continue
+            colour = colours[str(round_index)]
+            for _, seed_rows in rows.groupby("seed"):
+                axis.plot(seed_rows["k"], seed_rows["accuracy"], color=colour, alpha=0.3, linewidth=1)
+            mean = rows.groupby("k")["accuracy"].mean()
+            axis.plot(mean.index, mean.values, color=colour, linewidth=2.5, marker="o", label=f"round {round_index}")
+        axis.axvline(1, color="black", linestyle="--", linewidth=0.8)
+        axis.set_title(arm)
+        axis.set_xlabel("k (1 = where RL got to)")
+        axis.set_ylabel("validation accuracy")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize="small")
+    figure.tight_layout()
+    _save(figure, path_stem)
+
+
+def plot_steps(table: pd.DataFrame, path_stem: Path) -> None:
+    """Left: steps to ``none``'s final accuracy as a ratio to ``none`` and to the fastest plain-RL arm, mean ± 95 %
+    interval over seeds. Right: the wall-clock split per arm — RL chunk jobs vs jump jobs (fit, extrapolate, select,
+    trajectory), seconds per seed."""
+    plt = _pyplot()
+    figure, (ratios, clock) = plt.subplots(1, 2, figsize=(12, 0.45 * len(table) + 2))
+    positions = range(len(table))
+    bars = (("ratio_to_none", "to none"), ("ratio_to_fastest_plain", "to fastest plain RL"))
+    for offset, (column, label) in enumerate(bars):
+        ratios.barh([p + 0.4 * offset for p in positions], table[f"{column}_mean"], height=0.4,
+                    xerr=table[f"{column}_ci95"].fillna(0), label=label, capsize=3)  # fmt: skip
+    ratios.axvline(1, color="black", linewidth=1)
+    ratios.set_yticks([p + 0.2 for p in positions], table["arm"])
+    ratios.invert_yaxis()
+    ratios.set_xlabel("steps to target, ratio (< 1: fewer steps)")
+    ratios.legend(fontsize="small")
+    ratios.grid(alpha=0.3, axis="x")
+    clock.barh(list(positions), table["rl_job_seconds"], label="RL chunk jobs")
+    clock.barh(list(positions), table["overhead_seconds"].fillna(0), left=table["rl_job_seconds"], label="jump jobs")
+    clock.set_yticks(list(positions), table["arm"])
+    clock.invert_yaxis()
+    clock.set_xlabel("job wall-clock seconds per seed")
+    clock.legend(fontsize="small")
+    clock.grid(alpha=0.3, axis="x")
+    figure.tight_layout()
+    _save(figure, path_stem)
+
+
+FIGURES: dict[str, tuple[str, Callable[[pd.DataFrame, Path], None]]] = {
+    "curves": ("curves.parquet", plot_curves),
+    "energy": ("energy.parquet", plot_energy),
+    "linearity": ("linearity.parquet", plot_linearity),
+    "alpha": ("alpha.parquet", plot_alpha),
+    "probe": ("probe_points.parquet", plot_probe),
+    "steps": ("table.csv", plot_steps),
+}
+"""Figure name → (the summary table it reads, its plot function)."""

@@ -42,6 +42,12 @@ def fit_split(snapshots: int) -> tuple[int, int] | None:
     return (snapshots - predicted, predicted) if snapshots - predicted >= 2 else None
 
 
+def splits_used(linearity: pd.DataFrame) -> str:
+    """The (fit, predict) snapshot counts of a linearity table in words, e.g. ``fit 6 → predict 2``."""
+    pairs = sorted(set(zip(linearity["fit_snapshots"], linearity["predicted_snapshots"], strict=True)))
+    return ", ".join(f"fit {fitted} → predict {predicted}" for fitted, predicted in pairs)
+
+
 def rank1_gram(sigma: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """⟨M_i, M_j⟩_F for M_t = σ_t u_t v_tᵀ (rows of ``u``, ``v`` are the snapshots' vectors)."""
     return np.outer(sigma, sigma) * (u @ u.T) * (v @ v.T)

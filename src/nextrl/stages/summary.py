@@ -4,8 +4,11 @@ predictor table, from the artifacts its rule lists (:mod:`nextrl.comparison` def
 The rule passes a manifest: ``base_test`` (the base model's test.parquet), ``plain_arms`` and ``runs``, one record per
 (arm, seed, round) with the paths of that round's artifacts (:data:`nextrl.comparison.RUN_FIELDS`). Writes one
 directory atomically: ``curves.parquet``, ``steps_to_target.parquet`` and ``per_seed.csv`` (per arm and seed),
-``table.{md,csv}`` (per arm), ``heldout.{md,csv}`` (per method), ``probe.{md,csv}`` (per arm and round) and
-``accuracy_vs_steps.{png,pdf}``.
+``table.{md,csv,tex}`` (per arm), ``heldout.{md,csv}`` (per method), ``probe.{md,csv}`` (per arm and round),
+``findings.md`` (the paper's §2 claims checked: E1, linear-fit R²), and the tables the figures are drawn from
+(:data:`nextrl.figures.FIGURES`): ``energy.parquet`` and ``linearity.parquet``
+(:mod:`nextrl.trajectory_findings`, on the trajectories the manifest lists), ``alpha.parquet`` (every jump's
+selection sweep) and ``probe_points.parquet`` (every probe point). No model is loaded.
 """
 
 from __future__ import annotations
@@ -17,9 +20,55 @@ from typing import Any
 import pandas as pd
 
 from nextrl.artifacts import atomic_path
-from nextrl.comparison import WINDOW, arm_table, heldout_table, learning_curves, per_seed_table, probe_table
-from nextrl.figures import plot_curves
+from nextrl.comparison import (
+    WINDOW,
+    arm_table,
+    heldout_table,
+    learning_curves,
+    per_seed_table,
+    probe_table,
+    stacked,
+)
 from nextrl.tracking import StageRecord
+from nextrl.trajectory_findings import energy_table, linearity_table, splits_used
+
+
+def trajectory_findings(runs: list[Mapping[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """E1 and linear-fit R² tables of every trajectory in the manifest, tagged with arm and seed."""
+    energy, linearity = [], []
+    for run in runs:
+        if run["trajectory"]:
+            trajectory = pd.read_parquet(run["trajectory"])
+            energy.append(energy_table(trajectory).assign(arm=run["arm"], seed=run["seed"]))
+            linearity.append(linearity_table(trajectory, run["arm"], run["seed"]))
+    return (
+        pd.concat(energy, ignore_index=True) if energy else pd.DataFrame(),
+        pd.concat(linearity, ignore_index=True) if linearity else pd.DataFrame(),
+    )
+
+
+def findings_text(energy: pd.DataFrame, linearity: pd.DataFrame) -> str:
+    """The paper's §2 claims checked on this run (method.md §2), in words and numbers."""
+    if energy.empty:
+        return "No trajectory in this experiment (no jump arm): E1 and R² were not measured.\n"
+    steps = energy.groupby(["module_type", "step"])["e1_mean"].mean().unstack("step")
+    first, last = steps.columns.min(), steps.columns.max()
+    rises = int((steps[last] > steps[first]).sum())
+    lines = [
+        f"E1 = σ1/Σσ of the LoRA update W_t − W_0, mean over modules and seeds, step {first} → {last}: "
+        + ", ".join(f"{name} {row[first]:.3f} → {row[last]:.3f}" for name, row in steps.iterrows())
+        + f". It rises in {rises} of {len(steps)} module types (paper: E1 rises during RLVR, more under LoRA).",
+    ]
+    if linearity.empty:
+        lines.append("Linear-fit R²: no round had the 4 snapshots a held-out fit needs.")
+    else:
+        lines.append(
+            f"Linear-fit R² of the rank-1 global delta ({splits_used(linearity)} snapshots; the paper: 10 → 5), over "
+            f"{len(linearity)} (module, seed) fits: {(linearity['r2'] < 0).mean():.0%} below 0, "
+            f"{(linearity['r2'] < -0.5).mean():.0%} below −0.5, median {linearity['r2'].median():.3f} "
+            "(paper: more than half below 0, some below −0.5)."
+        )
+    return "\n\n".join(lines) + "\n"
 
 
 def run(config: Mapping[str, Any], *, manifest: Mapping[str, Any], output: Path) -> StageRecord:
@@ -30,13 +79,17 @@ def run(config: Mapping[str, Any], *, manifest: Mapping[str, Any], output: Path)
     base_test_accuracy = float(pd.read_parquet(manifest["base_test"])["reward"].mean())
     table = arm_table(per_seed, base_test_accuracy, plain)
     heldout = heldout_table(runs)
-    probe = probe_table(runs)
+    probe_points = stacked(runs, "probe")
+    probe = probe_table(probe_points)
+    energy, linearity = trajectory_findings(runs)
+    alpha = stacked(runs, "selection")
     with atomic_path(output) as staging:
         staging.mkdir()
         curves.to_parquet(staging / "curves.parquet", index=False)
         per_seed.to_parquet(staging / "steps_to_target.parquet", index=False)
         per_seed.to_csv(staging / "per_seed.csv", index=False)
         table.to_csv(staging / "table.csv", index=False)
+        table.to_latex(staging / "table.tex", index=False, float_format="%.3f", na_rep="--")
         heldout.to_csv(staging / "heldout.csv", index=False)
         (staging / "table.md").write_text(
             f"Base model validation accuracy: {base_accuracy:.3f}, test accuracy: {base_test_accuracy:.3f}; "
@@ -61,6 +114,9 @@ def run(config: Mapping[str, Any], *, manifest: Mapping[str, Any], output: Path)
             "rises_beyond_1: some k > 1 beats k = 1, so a jump along the run's direction can pay off.\n\n"
             + (probe.to_markdown(index=False, floatfmt=".3f") if len(probe) else "No probe ran.") + "\n"
         )  # fmt: skip
-        plot_curves(curves, base_accuracy, staging / "accuracy_vs_steps")
+        for name, frame in (("energy", energy), ("linearity", linearity), ("alpha", alpha),
+                            ("probe_points", probe_points)):  # fmt: skip
+            frame.to_parquet(staging / f"{name}.parquet", index=False)
+        (staging / "findings.md").write_text(findings_text(energy, linearity))
     metrics = {f"{row['arm']}_test_accuracy_mean": float(row["test_accuracy_mean"]) for row in table.to_dict("records")}
     return StageRecord(metrics=metrics, artifacts=[output])
