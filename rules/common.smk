@@ -162,7 +162,8 @@ def summary_manifest():
                     "rl_benchmark": benchmark_path("rl_chunk", rl_arm, seed, r),
                     "overhead_benchmarks": [benchmark_path(stage, arm, seed, r) for stage in overhead] if jumping else [],
                 })  # fmt: skip
-    return {"base_test": BASE_TEST, "plain_arms": PLAIN_ARMS, "runs": runs}
+    methods = {arm: arm_method(config, arm) for arm in config["arms"]}
+    return {"base_test": BASE_TEST, "plain_arms": PLAIN_ARMS, "methods": methods, "runs": runs}
 
 
 def summary_inputs(_):

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from nextrl.comparison import (
+    ablation_table,
     arm_table,
     confidence_interval,
     heldout_table,
@@ -136,3 +137,16 @@ def test_probe_table_says_whether_accuracy_rises_beyond_k1(tmp_path):
     row = probe_table(stacked_probe).iloc[0]
     assert (row["k=1"], row["k=1.5"], row["k=2"]) == pytest.approx((0.4, 0.4, 0.45))
     assert row["best_k"] == 2.0 and bool(row["rises_beyond_1"]) and row["seeds"] == 2
+
+
+def test_ablation_table_keeps_next_its_ablations_and_plain_rl():
+    table = pd.DataFrame({
+        "arm": ["none", "none_lr1e3", "next", "next_nolocal", "linear"], "seeds": 3,
+        "steps_to_target_mean": [80, 20, 60, 70, 50], "ratio_to_none_mean": [1, 0.25, 0.75, 0.875, 0.625],
+        "ratio_to_none_ci95": 0.1, "test_accuracy_mean": 0.8, "test_accuracy_ci95": 0.01, "icer": 5.0,
+    })  # fmt: skip
+    methods = {"none": "none", "none_lr1e3": "none", "next": "next", "next_nolocal": "next_global", "linear": "linear"}
+    ablation = ablation_table(table, methods)
+    assert list(ablation["arm"]) == ["none", "none_lr1e3", "next", "next_nolocal"]
+    assert list(ablation["method"]) == ["none", "none", "next", "next_global"]
+    assert list(ablation["ratio_to_none_mean"]) == [1, 0.25, 0.75, 0.875]

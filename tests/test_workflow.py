@@ -57,6 +57,7 @@ def test_end_to_end_covers_every_arm_and_two_rounds(finished_run: Path):
         assert (finished_run / "figures" / f"{name}.png").stat().st_size > 10_000, name
         assert (finished_run / "figures" / f"{name}.pdf").exists(), name
     assert "\\begin{tabular}" in (summary / "table.tex").read_text()
+    assert list(pd.read_csv(summary / "ablation.csv")["arm"]) == ["none", "next", "none_fast"]
     findings = (summary / "findings.md").read_text()
     assert "E1 = σ1/Σσ" in findings and "Linear-fit R²" in findings
     linearity = pd.read_parquet(summary / "linearity.parquet")  # test.yaml: 8 modules, 4 snapshots: fit 2, predict 2

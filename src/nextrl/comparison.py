@@ -20,6 +20,8 @@ paths its rule lists and writes the results. Definitions (issue 8; method.md §6
 * confidence intervals — mean ± Student-t 95 % half-width over seeds.
 * probe table — per (arm, round): mean validation accuracy along the round's own ray at every k, the best k and
   whether some k > 1 beats k = 1 (:mod:`nextrl.probe`).
+* ablation table — the paper's NExt ablations (§3: without the global input, without the local input) beside plain
+  RL: the main table's rows of the arms that run ``none``, ``next``, ``next_global`` or ``next_local``.
 * held-out table — per method: mean rank-1 cosine and median relative error over (round, module), the share of
   modules with a positive cosine; ``repeat_last`` is the trivial baseline, a zero prediction scores error 1.
 """
@@ -214,3 +216,14 @@ def arm_table(per_seed: pd.DataFrame, base_test_accuracy: float, plain: list[str
         faster &= no_worse
     table["acceleration"] = [None if arm in plain else bool(verdict) for arm, verdict in zip(table["arm"], faster)]
     return table
+
+
+ABLATION_METHODS = ("none", "next", "next_global", "next_local")
+ABLATION_COLUMNS = ("arm", "method", "seeds", "steps_to_target_mean", "ratio_to_none_mean", "ratio_to_none_ci95",
+                    "test_accuracy_mean", "test_accuracy_ci95", "icer")  # fmt: skip
+
+
+def ablation_table(table: pd.DataFrame, methods: Mapping[str, str]) -> pd.DataFrame:
+    """The main table's rows whose arm runs one of ABLATION_METHODS (``methods``: arm → method), with the method."""
+    with_method = table.assign(method=table["arm"].map(methods))
+    return with_method.loc[with_method["method"].isin(ABLATION_METHODS), list(ABLATION_COLUMNS)].reset_index(drop=True)

@@ -1,12 +1,13 @@
 """The summary stage: learning curves, steps-to-target, final test accuracy, the wall-clock split and the held-out
 predictor table, from the artifacts its rule lists (:mod:`nextrl.comparison` defines every column).
 
-The rule passes a manifest: ``base_test`` (the base model's test.parquet), ``plain_arms`` and ``runs``, one record per
-(arm, seed, round) with the paths of that round's artifacts (:data:`nextrl.comparison.RUN_FIELDS`). Writes one
-directory atomically: ``curves.parquet``, ``steps_to_target.parquet`` and ``per_seed.csv`` (per arm and seed),
-``table.{md,csv,tex}`` (per arm), ``heldout.{md,csv}`` (per method), ``probe.{md,csv}`` (per arm and round),
-``findings.md`` (the paper's §2 claims checked: E1, linear-fit R²), and the tables the figures are drawn from
-(:data:`nextrl.figures.FIGURES`): ``energy.parquet`` and ``linearity.parquet``
+The rule passes a manifest: ``base_test`` (the base model's test.parquet), ``plain_arms``, ``methods`` (arm → method)
+and ``runs``, one record per (arm, seed, round) with the paths of that round's artifacts
+(:data:`nextrl.comparison.RUN_FIELDS`). Writes one directory atomically: ``curves.parquet``,
+``steps_to_target.parquet`` and ``per_seed.csv`` (per arm and seed), ``table.{md,csv,tex}`` (per arm),
+``ablation.{md,csv,tex}`` (NExt's input ablations beside plain RL), ``heldout.{md,csv}`` (per method),
+``probe.{md,csv}`` (per arm and round), ``findings.md`` (the paper's §2 claims checked: E1, linear-fit R²), and the
+tables the figures are drawn from (:data:`nextrl.figures.FIGURES`): ``energy.parquet`` and ``linearity.parquet``
 (:mod:`nextrl.trajectory_findings`, on the trajectories the manifest lists), ``alpha.parquet`` (every jump's
 selection sweep) and ``probe_points.parquet`` (every probe point). No model is loaded.
 """
@@ -22,6 +23,7 @@ import pandas as pd
 from nextrl.artifacts import atomic_path
 from nextrl.comparison import (
     WINDOW,
+    ablation_table,
     arm_table,
     heldout_table,
     learning_curves,
@@ -78,6 +80,7 @@ def run(config: Mapping[str, Any], *, manifest: Mapping[str, Any], output: Path)
     base_accuracy = float(curves.loc[curves["step"] == 0, "accuracy"].mean())
     base_test_accuracy = float(pd.read_parquet(manifest["base_test"])["reward"].mean())
     table = arm_table(per_seed, base_test_accuracy, plain)
+    ablation = ablation_table(table, manifest["methods"])
     heldout = heldout_table(runs)
     probe_points = stacked(runs, "probe")
     probe = probe_table(probe_points)
@@ -90,6 +93,12 @@ def run(config: Mapping[str, Any], *, manifest: Mapping[str, Any], output: Path)
         per_seed.to_csv(staging / "per_seed.csv", index=False)
         table.to_csv(staging / "table.csv", index=False)
         table.to_latex(staging / "table.tex", index=False, float_format="%.3f", na_rep="--")
+        ablation.to_csv(staging / "ablation.csv", index=False)
+        ablation.to_latex(staging / "ablation.tex", index=False, float_format="%.3f", na_rep="--")
+        (staging / "ablation.md").write_text(
+            "NExt's ablations (paper §3: without the global input, without the local input) beside plain RL; the "
+            "columns are the main table's (table.md).\n\n" + ablation.to_markdown(index=False, floatfmt=".3f") + "\n"
+        )
         heldout.to_csv(staging / "heldout.csv", index=False)
         (staging / "table.md").write_text(
             f"Base model validation accuracy: {base_accuracy:.3f}, test accuracy: {base_test_accuracy:.3f}; "
