@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from regime import with_override
+from regime import overridden_config
 
 import nextrl  # noqa: F401  (offline environment)
-from nextrl.config import load_config, validate_config
 from nextrl.evaluation import evaluate_model
 from nextrl.models import load_model, load_tokenizer
 from nextrl.stages import base_model, data
@@ -35,10 +34,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/out/base_lottery"))
     args = parser.parse_args()
 
-    config = load_config(Path("config/config.yaml"))
-    for assignment in args.set:
-        with_override(config, assignment)
-    validate_config(config)
+    config = overridden_config(args.set)
     if not (args.out / "data").exists():
         data.run(config, output=args.out / "data")
     validation = pd.read_parquet(args.out / "data" / "validation.parquet")

@@ -42,6 +42,15 @@ def with_override(config: dict[str, Any], assignment: str) -> None:
     node[leaf] = yaml.safe_load(value)
 
 
+def overridden_config(assignments: list[str]) -> dict[str, Any]:
+    """config/config.yaml with ``key.path=value`` assignments applied, validated (schema defaults filled in)."""
+    config = load_config(Path("config/config.yaml"))
+    for assignment in assignments:
+        with_override(config, assignment)
+    validate_config(config)
+    return config
+
+
 def plain_run(config: dict[str, Any], directory: Path, lr: float, seed: int) -> dict[str, Any]:
     torch.set_num_threads(1)
     config = copy.deepcopy(config)
@@ -78,10 +87,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/out/regime"))
     args = parser.parse_args()
 
-    config = load_config(Path("config/config.yaml"))
-    for assignment in args.set:
-        with_override(config, assignment)
-    validate_config(config)
+    config = overridden_config(args.set)
     directory = args.out / args.label
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(config, indent=1))

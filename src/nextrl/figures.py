@@ -140,30 +140,38 @@ def plot_linearity(linearity: pd.DataFrame, path_stem: Path) -> None:
     _save(figure, path_stem)
 
 
-def plot_alpha(alpha: pd.DataFrame, path_stem: Path) -> None:
-    """Selection-split accuracy vs the extension coefficient α for every jump (paper §7 fig. 4): one panel per arm,
-    a line per jump round (mean over seeds; thin: seeds), the chosen α of each seed marked."""
-    arms = list(dict.fromkeys(alpha["arm"]))
+def _sweep_panels(table: pd.DataFrame, x: str, xlabel: str, ylabel: str, line_label: str) -> tuple[Any, list[Any]]:
+    """One panel per arm, one line per round of accuracy against ``x`` (mean over seeds, thick; seeds thin);
+    ``line_label`` formats the round's legend entry; rows with ``selected`` true are circled."""
+    arms = list(dict.fromkeys(table["arm"]))
     figure, axes = _panels(len(arms))
-    rounds = sorted(alpha["round"].unique())
+    rounds = sorted(table["round"].unique())
     colours = _colours([str(r) for r in rounds])
     for axis, arm in zip(axes, arms, strict=True):
         for round_index in rounds:
-            rows = alpha[(alpha["arm"] == arm) & (alpha["round"] == round_index)]
+            rows = table[(table["arm"] == arm) & (table["round"] == round_index)]
             if rows.empty:
                 continue
             colour = colours[str(round_index)]
             for _, seed_rows in rows.groupby("seed"):
-                axis.plot(seed_rows["alpha"], seed_rows["accuracy"], color=colour, alpha=0.3, linewidth=1)
-            mean = rows.groupby("alpha")["accuracy"].mean()
-            axis.plot(mean.index, mean.values, color=colour, linewidth=2.5, label=f"jump after round {round_index}")
-            chosen = rows[rows["selected"]]
-            axis.scatter(chosen["alpha"], chosen["accuracy"], color=colour, marker="o", edgecolor="black", zorder=3)
+                axis.plot(seed_rows[x], seed_rows["accuracy"], color=colour, alpha=0.3, linewidth=1)
+            mean = rows.groupby(x)["accuracy"].mean()
+            axis.plot(mean.index, mean.values, color=colour, linewidth=2.5, label=line_label.format(round_index))
+            if "selected" in rows:
+                chosen = rows[rows["selected"]]
+                axis.scatter(chosen[x], chosen["accuracy"], color=colour, edgecolor="black", zorder=3)
         axis.set_title(arm)
-        axis.set_xlabel("α")
-        axis.set_ylabel("selection accuracy")
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel(ylabel)
         axis.grid(alpha=0.3)
         axis.legend(fontsize="small")
+    return figure, axes
+
+
+def plot_alpha(alpha: pd.DataFrame, path_stem: Path) -> None:
+    """Selection-split accuracy vs the extension coefficient α for every jump (paper §7 fig. 4): one panel per arm,
+    a line per jump round (mean over seeds; thin: seeds), the chosen α of each seed circled."""
+    figure, _ = _sweep_panels(alpha, "alpha", "α", "selection accuracy", "jump after round {}")
     figure.tight_layout()
     _save(figure, path_stem)
 
@@ -171,26 +179,9 @@ def plot_alpha(alpha: pd.DataFrame, path_stem: Path) -> None:
 def plot_probe(probe: pd.DataFrame, path_stem: Path) -> None:
     """The extrapolability probe (method.md §8): validation accuracy along each round's own ray
     W_start + k·(W_T − W_start), one panel per arm, a line per round (mean over seeds; thin: seeds)."""
-    arms = list(dict.fromkeys(probe["arm"]))
-    figure, axes = _panels(len(arms))
-    rounds = sorted(probe["round"].unique())
-    colours = _colours([str(r) for r in rounds])
-    for axis, arm in zip(axes, arms, strict=True):
-        for round_index in rounds:
-            rows = probe[(probe["arm"] == arm) & (probe["round"] == round_index)]
-            if rows.empty:
-                continue
-            colour = colours[str(round_index)]
-            for _, seed_rows in rows.groupby("seed"):
-                axis.plot(seed_rows["k"], seed_rows["accuracy"], color=colour, alpha=0.3, linewidth=1)
-            mean = rows.groupby("k")["accuracy"].mean()
-            axis.plot(mean.index, mean.values, color=colour, linewidth=2.5, marker="o", label=f"round {round_index}")
+    figure, axes = _sweep_panels(probe, "k", "k (1 = where RL got to)", "validation accuracy", "round {}")
+    for axis in axes:
         axis.axvline(1, color="black", linestyle="--", linewidth=0.8)
-        axis.set_title(arm)
-        axis.set_xlabel("k (1 = where RL got to)")
-        axis.set_ylabel("validation accuracy")
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize="small")
     figure.tight_layout()
     _save(figure, path_stem)
 
