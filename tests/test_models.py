@@ -71,3 +71,4 @@ def test_warm_start_lr_is_constant_or_a_cosine_to_zero():
     cosine = {**constant, "schedule": "cosine"}
     assert [warm_start_lr(step, constant) for step in (0, 5, 10)] == [0.5, 0.5, 0.5]
     assert [warm_start_lr(step, cosine) for step in (0, 5, 10)] == pytest.approx([0.5, 0.25, 0.0])
+    assert warm_start_lr(0, {**cosine, "steps": 0}) == 0.5  # no warm-start steps: the scheduler's first call is fine

@@ -8,8 +8,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from nextrl.adapters import load_adapter, load_snapshots
-from nextrl.run_import import RunImportError, check_base_shapes, check_same_lora, copy_snapshots, find_snapshots
+from nextrl.run_import import RunImportError, check_base_shapes, copy_snapshots, find_snapshots
 from nextrl.stages import rl_chunk, trajectory
+from nextrl.trajectory import TrajectoryError, check_compatible
 
 LAYOUT_PATHS = {
     "verl": "global_step_{}/actor/lora_adapter",
@@ -67,18 +68,19 @@ def test_no_layout_or_mixed_layouts_are_named(snapshots, tmp_path):
 
 def test_snapshots_whose_rank_or_targets_differ_are_rejected(snapshots):
     adapters = load_snapshots(snapshots)
-    check_same_lora(adapters)
+    for step, adapter in adapters.items():
+        check_compatible(adapters[1], adapter, f"snapshot step_{step}")
     first = adapters[1]
     module = next(iter(first.factors))
     b, a = first.factors[module]
     wider = type(first)(
         {**first.factors, module: (torch.cat([b, b], 1), torch.cat([a, a], 0))}, first.scale, first.config
     )
-    with pytest.raises(RunImportError, match=rf"step 2 vs step 1: module {module} has LoRA rank {2 * b.shape[1]}"):
-        check_same_lora({1: first, 2: wider})
+    with pytest.raises(TrajectoryError, match=rf"step_2: module {module} has LoRA rank {2 * b.shape[1]}"):
+        check_compatible(first, wider, "snapshot step_2")
     fewer = type(first)({m: f for m, f in first.factors.items() if m != module}, first.scale, first.config)
-    with pytest.raises(RunImportError, match="the LoRA target modules differ"):
-        check_same_lora({1: first, 3: fewer})
+    with pytest.raises(TrajectoryError, match="step_3: mismatched LoRA targets"):
+        check_compatible(first, fewer, "snapshot step_3")
 
 
 def test_a_base_whose_shapes_do_not_match_the_adapters_is_rejected(tiny_setup, snapshots, tmp_path):

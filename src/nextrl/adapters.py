@@ -53,10 +53,15 @@ class Adapter:
         return {module: (self.scale * b, a) for module, (b, a) in self.factors.items()}
 
 
+def is_adapter_dir(directory: Path) -> bool:
+    """Whether ``directory`` holds a PEFT adapter (adapter_config.json and adapter_model.safetensors)."""
+    return (directory / ADAPTER_CONFIG).is_file() and (directory / ADAPTER_WEIGHTS).is_file()
+
+
 def load_adapter(directory: Path) -> Adapter:
     """Read a PEFT adapter directory (adapter_config.json + adapter_model.safetensors)."""
     config_path, weights_path = directory / ADAPTER_CONFIG, directory / ADAPTER_WEIGHTS
-    if not config_path.is_file() or not weights_path.is_file():
+    if not is_adapter_dir(directory):
         raise AdapterError(f"{directory} is not a PEFT adapter directory ({ADAPTER_CONFIG} / {ADAPTER_WEIGHTS})")
     config = json.loads(config_path.read_text())
     pieces: dict[str, dict[str, torch.Tensor]] = {}

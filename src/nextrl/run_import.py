@@ -8,9 +8,10 @@ Layouts (t, the global RL step, is read from the directory name; each snapshot i
 * ``hf_trainer`` — ``checkpoint-<t>/`` holding the adapter files (Hugging Face Trainer, TRL's trainers with peft);
 * ``peft`` — ``step_<t>/`` (plain PEFT snapshots; nextrl's own ``rl/snapshots/``).
 
-Every check names the run directory or snapshot: no recognised layout (or more than one), snapshots whose LoRA rank,
-targets or scale differ, a base model whose weight shapes do not match the adapters (read from the safetensors
-headers: no model is loaded). Too few snapshots for the horizon is the trajectory stage's own check.
+Every check names the run directory or snapshot: no recognised layout (or more than one), a base model whose weight
+shapes do not match the adapters (read from the safetensors headers: no model is loaded). Snapshots whose LoRA rank,
+targets or scale differ, and too few snapshots for the horizon, are the trajectory stage's own checks
+(:func:`nextrl.trajectory.check_compatible`), which every imported run goes through.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from nextrl.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, Adapter, base_weight_name
+from nextrl.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, Adapter, base_weight_name, is_adapter_dir
 
 LAYOUTS: dict[str, tuple[re.Pattern[str], str]] = {
     "verl": (re.compile(r"^global_step_(\d+)$"), "actor/lora_adapter"),
@@ -34,10 +35,6 @@ LAYOUTS: dict[str, tuple[re.Pattern[str], str]] = {
 
 class RunImportError(ValueError):
     """A run directory or base model that cannot be imported; the message names the path and what was expected."""
-
-
-def is_adapter_dir(directory: Path) -> bool:
-    return (directory / ADAPTER_CONFIG).is_file() and (directory / ADAPTER_WEIGHTS).is_file()
 
 
 def find_snapshots(run_dir: Path) -> tuple[str, dict[int, Path]]:
@@ -62,22 +59,6 @@ def find_snapshots(run_dir: Path) -> tuple[str, dict[int, Path]]:
     if len(found) > 1:
         raise RunImportError(f"import.run_dir: {run_dir} mixes layouts {sorted(found)}; point it at one run")
     return next(iter(found.items()))
-
-
-def check_same_lora(adapters: Mapping[int, Adapter]) -> None:
-    """Every snapshot has the first one's LoRA rank, target modules and scale."""
-    (first_step, first), *others = adapters.items()
-    ranks = {module: b.shape[1] for module, (b, _) in first.factors.items()}
-    for step, adapter in others:
-        where = f"snapshot at step {step} vs step {first_step}"
-        if set(adapter.factors) != set(first.factors):
-            differing = sorted(set(adapter.factors) ^ set(first.factors))
-            raise RunImportError(f"{where}: the LoRA target modules differ ({differing[:4]})")
-        for module, (b, _) in adapter.factors.items():
-            if b.shape[1] != ranks[module]:
-                raise RunImportError(f"{where}: module {module} has LoRA rank {b.shape[1]}, not {ranks[module]}")
-        if adapter.scale != first.scale:
-            raise RunImportError(f"{where}: the LoRA scale differs ({adapter.scale} vs {first.scale})")
 
 
 def base_shapes(base_dir: Path) -> dict[str, tuple[int, ...]]:

@@ -60,7 +60,7 @@ class TrajectoryError(ValueError):
 
 
 def check_compatible(reference: Adapter, other: Adapter, where: str) -> None:
-    """Same LoRA targets, shapes and scale, else :class:`TrajectoryError` naming ``where``."""
+    """Same LoRA targets, shapes, rank and scale, else :class:`TrajectoryError` naming ``where``."""
     if set(reference.factors) != set(other.factors):
         differing = sorted(set(reference.factors) ^ set(other.factors))
         raise TrajectoryError(f"{where}: mismatched LoRA targets between snapshots (modules {differing[:4]})")
@@ -71,6 +71,8 @@ def check_compatible(reference: Adapter, other: Adapter, where: str) -> None:
                 f"{where}: module {module} has shape {b.shape[0]}×{a.shape[1]}, "
                 f"expected {ref_b.shape[0]}×{ref_a.shape[1]}"
             )
+        if b.shape[1] != ref_b.shape[1]:
+            raise TrajectoryError(f"{where}: module {module} has LoRA rank {b.shape[1]}, expected {ref_b.shape[1]}")
     if abs(reference.scale - other.scale) > 1e-12 * max(1.0, abs(reference.scale)):
         raise TrajectoryError(f"{where}: LoRA scale {other.scale} differs from {reference.scale}")
 

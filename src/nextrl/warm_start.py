@@ -6,6 +6,12 @@ Standard next-token cross-entropy on ``prompt + answer + EOS`` with the loss on 
 ``off_by_one`` > 0 makes a "sharpening" base (method.md §8): that share of the labels, drawn per example from its own
 seeded stream, is replaced by the answer ± 1, so the model learns to put mass on the right answer and on its
 neighbours: greedy accuracy well below its pass@k, the regime where RLVR sharpens a distribution it already has.
+Above 2/3 the right answer is no longer the labels' mode (each neighbour gets share/2): a model trained to
+convergence answers greedily with a neighbour (the default's "near-miss" base, share 0.7: greedy 0.21).
+
+The base's accuracy is not a smooth function of these settings: a partly trained tiny model sits in a phase
+transition, and the same settings with another ``model.seed`` or thread count ended anywhere between 0.17 and 0.85
+validation accuracy (README, "Choosing the default regime"; ``bench/base_lottery.py``).
 """
 
 from __future__ import annotations
@@ -61,11 +67,11 @@ def off_by_one_labels(answers: list[str], share: float, generator: np.random.Gen
 
 def warm_start_lr(step: int, settings: Mapping[str, Any]) -> float:
     """Learning rate of optimizer step ``step`` (0-based): constant, or cosine from ``lr`` to 0 over ``steps``
-    (Loshchilov & Hutter 2017, SGDR eq. 5 without restarts), which ends the noisy-label warm start in a flat
-    minimum instead of wherever the last mini-batches left it."""
+    (Loshchilov & Hutter 2017, SGDR eq. 5 without restarts), so the last mini-batches move the weights little.
+    It does not make the base's accuracy independent of the seed or thread count (module docstring)."""
     if settings["schedule"] == "constant":
         return settings["lr"]
-    return settings["lr"] * 0.5 * (1 + math.cos(math.pi * step / settings["steps"]))
+    return settings["lr"] * 0.5 * (1 + math.cos(math.pi * step / max(settings["steps"], 1)))
 
 
 def warm_start(
