@@ -5,9 +5,10 @@
 * **Nonlinearity**: per module, a least-squares line in t through the rank-1 global deltas M_t = σ_t u_t v_tᵀ of the
   first n snapshots predicts the next m; R² = 1 − Σ_held ‖M_t − M̂_t‖²_F / Σ_held ‖M_t − M̄_held‖²_F, pooled over every
   entry (scikit-learn's ``r2_score(..., multioutput="variance_weighted")`` on the flattened matrices). The paper fits
-  10 checkpoints, predicts 5 and reports R² < 0 for more than half of the matrices. A run with fewer snapshots keeps
-  the paper's 2 : 1 split (:func:`fit_split`). Computed exactly from the Gram matrix of the rank-1 terms,
-  ⟨M_i, M_j⟩ = σ_i σ_j (u_i·u_j)(v_i·v_j): no dense matrix is formed, so it costs the same for a 1.5B model.
+  10 checkpoints, predicts 5 and reports R² < 0 for more than half of the matrices; a round with 15 or more snapshots
+  uses its first 15, one with fewer predicts about a third of them (:func:`fit_split`). Computed exactly from the
+  Gram matrix of the rank-1 terms, ⟨M_i, M_j⟩ = σ_i σ_j (u_i·u_j)(v_i·v_j): no dense out×in matrix is formed, so a
+  module costs O(T²·(out + in)) for T snapshots instead of O(T·out·in).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 PAPER_SPLIT = (10, 5)
+GLOBAL_TOP = [("kind", "==", "global"), ("k", "==", 0)]
+"""The only trajectory rows both findings read (a ``pd.read_parquet`` filter): the top triplet of each global delta."""
 LINEARITY_COLUMNS = ("arm", "seed", "round", "module", "module_type", "fit_snapshots", "predicted_snapshots", "r2")
 
 
@@ -24,9 +27,14 @@ def module_type(module: str) -> str:
     return module.rsplit(".", 1)[-1]
 
 
+def global_top(trajectory: pd.DataFrame) -> pd.DataFrame:
+    """The rows GLOBAL_TOP selects, in step order."""
+    return trajectory[(trajectory["kind"] == "global") & (trajectory["k"] == 0)].sort_values("step")
+
+
 def energy_table(trajectory: pd.DataFrame) -> pd.DataFrame:
     """E1 of the global delta per (round, step, module_type): mean, min and max over the modules of that type."""
-    global_rows = trajectory[(trajectory["kind"] == "global") & (trajectory["k"] == 0)]
+    global_rows = global_top(trajectory)
     grouped = global_rows.assign(module_type=global_rows["module"].map(module_type)).groupby(
         ["round", "step", "module_type"]
     )["energy_ratio"]
@@ -34,8 +42,9 @@ def energy_table(trajectory: pd.DataFrame) -> pd.DataFrame:
 
 
 def fit_split(snapshots: int) -> tuple[int, int] | None:
-    """(n fitted, m predicted): the paper's (10, 5) when there are ≥ 15 snapshots, else m = ⌊snapshots / 3⌋ ≥ 2 and
-    n = snapshots − m ≥ 2 (the paper's 2 : 1); None when fewer than 4 snapshots allow no held-out R²."""
+    """(n fitted, m predicted): the paper's (10, 5) when there are ≥ 15 snapshots, else m = max(2, ⌊snapshots / 3⌋)
+    and n = snapshots − m ≥ 2 (about the paper's 2 : 1; 8 snapshots give 6 → 2); None when fewer than 4 snapshots
+    allow no held-out R²."""
     if snapshots >= sum(PAPER_SPLIT):
         return PAPER_SPLIT
     predicted = max(2, snapshots // 3)
@@ -75,7 +84,7 @@ def linear_fit_r2(steps: np.ndarray, gram: np.ndarray, fitted: int) -> float:
 
 def linearity_table(trajectory: pd.DataFrame, arm: str, seed: int) -> pd.DataFrame:
     """R² per (round, module) of one run's trajectory (LINEARITY_COLUMNS); rounds too short for a split are left out."""
-    global_rows = trajectory[(trajectory["kind"] == "global") & (trajectory["k"] == 0)].sort_values("step")
+    global_rows = global_top(trajectory)
     rows = []
     for (round_index, module), snapshots in global_rows.groupby(["round", "module"]):
         split = fit_split(len(snapshots))

@@ -32,7 +32,7 @@ from nextrl.comparison import (
     stacked,
 )
 from nextrl.tracking import StageRecord
-from nextrl.trajectory_findings import energy_table, linearity_table, splits_used
+from nextrl.trajectory_findings import GLOBAL_TOP, energy_table, linearity_table, splits_used
 
 
 def trajectory_findings(runs: list[Mapping[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -40,7 +40,7 @@ def trajectory_findings(runs: list[Mapping[str, Any]]) -> tuple[pd.DataFrame, pd
     energy, linearity = [], []
     for run in runs:
         if run["trajectory"]:
-            trajectory = pd.read_parquet(run["trajectory"])
+            trajectory = pd.read_parquet(run["trajectory"], filters=GLOBAL_TOP)
             energy.append(energy_table(trajectory).assign(arm=run["arm"], seed=run["seed"]))
             linearity.append(linearity_table(trajectory, run["arm"], run["seed"]))
     return (
