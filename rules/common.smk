@@ -4,7 +4,7 @@ import os
 import sys
 
 import nextrl  # noqa: F401  (sets the offline / no-telemetry environment for every job)
-from nextrl.config import arm_config, arm_method, jump_arms, plain_arms, validate_config
+from nextrl.config import arm_config, arm_method, jump_arms, plain_arms, training_mode, validate_config
 
 # The schema (workflow/schemas/config.schema.yaml, defaults filled in) and the cross-key rules, with errors that
 # name the key as `config key a.b.c: …` — the same check the CLI runs on a standalone config.
@@ -35,6 +35,11 @@ def config_of(w):
 
 def jumps(arm):
     return arm in JUMP_ARMS
+
+
+def full_mode(arm):
+    """Whether the arm trains every weight (rl.mode full) instead of a LoRA adapter."""
+    return training_mode(config, arm) == "full"
 
 
 def carries(arm):
@@ -113,6 +118,24 @@ def resume_state(w):
     return f"{previous_round(w)}/rl/state" if int(w.round) > 0 else ""
 
 
+def final_model(w):
+    """The model directory a round ends on: its start model under the LoRA adapter, or (full mode) its own."""
+    return f"{round_dir(w.arm, w.seed, w.round)}/rl/state/model" if full_mode(w.arm) else start_model(w)
+
+
+def final_adapter(w):
+    """The adapter over final_model ("" in full mode: the weights hold everything)."""
+    return "" if full_mode(w.arm) else f"{round_dir(w.arm, w.seed, w.round)}/rl/state/adapter"
+
+
+def dense_trajectory_options(w):
+    """What the trajectory of a full-parameter round needs: the base model and the round's start weights."""
+    if not full_mode(w.arm):
+        return ""
+    start = f"{previous_round(w)}/rl/state/model" if int(w.round) > 0 else BASE
+    return f"--base-model {BASE} --start-weights {start}"
+
+
 def jump_selection(w):
     return f"{previous_round(w)}/jump/selected/selection.parquet" if jumped_into(w) else ""
 
@@ -146,24 +169,27 @@ def summary_manifest():
             for r in range(config["rounds"]):
                 here = round_dir(arm, seed, r)
                 jumping = jumps(arm) and r < LAST_ROUND
-                # round 0 of a jump arm is `none`'s chunk: its probe runs only in `none`
-                probes = r > 0 or not jumps(arm)
+                # round 0 of a jump arm is `none`'s chunk: its probe runs only in `none`; it rays LoRA factors
+                probes = (r > 0 or not jumps(arm)) and not full_mode(arm)
+                # E1 and R² (summary findings) on round 0's trajectory: plain LoRA RL's (fitted by every jump arm,
+                # read once, from the first) and each full-parameter arm's
+                tracked = r == 0 and ((jumping and arm in JUMP_ARMS[:1]) or full_mode(arm))
                 rl_arm = "none" if jumps(arm) and r == 0 else arm  # round 0 is shared (share_first_round)
                 overhead = ["trajectory", "fit", "extrapolate", "select"]
                 runs.append({
-                    "arm": arm, "seed": seed, "round": r, "rl": f"{here}/rl",
+                    "arm": arm, "seed": seed, "round": r, "training": training_mode(config, arm), "rl": f"{here}/rl",
                     "selection": f"{here}/jump/selected/selection.parquet" if jumping else None,
                     "fit": f"{here}/predictor/fit.json" if jumping else None,
                     "heldout": f"{here}/heldout.parquet" if heldout_checked(arm, r) else None,
                     "probe": f"{here}/probe.parquet" if probes else None,
-                    # E1 and R² (summary findings) on plain RL's LoRA trajectory: round 0, fitted by every jump arm
-                    "trajectory": f"{here}/trajectory.parquet" if jumping and r == 0 and arm in JUMP_ARMS[:1] else None,
+                    "trajectory": f"{here}/trajectory.parquet" if tracked else None,
                     "test": f"{here}/test.parquet" if r == LAST_ROUND else None,
                     "rl_benchmark": benchmark_path("rl_chunk", rl_arm, seed, r),
                     "overhead_benchmarks": [benchmark_path(stage, arm, seed, r) for stage in overhead] if jumping else [],
                 })  # fmt: skip
     methods = {arm: arm_method(config, arm) for arm in config["arms"]}
-    return {"base_test": BASE_TEST, "plain_arms": PLAIN_ARMS, "methods": methods, "runs": runs}
+    training = {arm: training_mode(config, arm) for arm in config["arms"]}
+    return {"base_test": BASE_TEST, "plain_arms": PLAIN_ARMS, "methods": methods, "training": training, "runs": runs}
 
 
 def summary_inputs(_):

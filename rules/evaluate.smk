@@ -7,7 +7,8 @@ rule evaluate_test:
         f"{ROUND}/test.parquet",
     params:
         **STAGE,
-        start_model=start_model,
+        model=final_model,
+        adapter=final_adapter,
     threads: config["threads"]
     log:
         log_path("evaluate_test"),
@@ -18,7 +19,7 @@ rule evaluate_test:
     shell:
         call(
             "evaluate",
-            "--start-model {params.start_model} --adapter {input.rl}/state/adapter --data {input.data} --split test",
+            "--start-model {params.model} --adapter={params.adapter} --data {input.data} --split test",
             "--output {output}",
         )
 

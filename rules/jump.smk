@@ -12,6 +12,7 @@ rule trajectory:
         **STAGE,
         start_adapter=start_adapter,
         offset=start_offset,
+        dense=dense_trajectory_options,
     log:
         log_path("trajectory"),
     benchmark:
@@ -22,7 +23,7 @@ rule trajectory:
         call(
             "trajectory",
             "--snapshots {input.rl}/snapshots --start-adapter={params.start_adapter} --offset={params.offset}",
-            "--output {output}",
+            "{params.dense} --output {output}",
         )
 
 

@@ -146,7 +146,9 @@ def test_ablation_table_keeps_next_its_ablations_and_plain_rl():
         "ratio_to_none_ci95": 0.1, "test_accuracy_mean": 0.8, "test_accuracy_ci95": 0.01, "icer": 5.0,
     })  # fmt: skip
     methods = {"none": "none", "none_lr1e3": "none", "next": "next", "next_nolocal": "next_global", "linear": "linear"}
-    ablation = ablation_table(table, methods)
+    training = dict.fromkeys(methods, "lora") | {"none_lr1e3": "full"}
+    ablation = ablation_table(table, methods, training)
+    assert list(ablation["training"]) == ["lora", "full", "lora", "lora"]
     assert list(ablation["arm"]) == ["none", "none_lr1e3", "next", "next_nolocal"]
     assert list(ablation["method"]) == ["none", "none", "next", "next_global"]
     assert list(ablation["ratio_to_none_mean"]) == [1, 0.25, 0.75, 0.875]

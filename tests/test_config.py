@@ -68,6 +68,12 @@ from nextrl.config import ConfigError, arm_config, arm_method, plain_arms, valid
             lambda c: c["variants"].update({"odd": {"of": "none", "rl": {"snapshot_every": 3}}}),
             r"rl.snapshot_every: 3 does not divide rl.chunk_steps 4",
         ),
+        (lambda c: c["rl"].update(mode="dense"), r"rl.mode: 'dense' is not one of \['lora', 'full'\]"),
+        (lambda c: c["rl"].update(mode="full"), r"rl.mode: arm 'next' jumps, but full-parameter RL runs in plain-RL"),
+        (
+            lambda c: c["variants"].update({"none_fast": {"of": "none", "rl": {"mode": "full", "kl_coef": 0.1}}}),
+            r"variants.none_fast.rl.mode: full-parameter RL has no KL reference model",
+        ),
         (lambda c: c.update(arms=["none", "fast"]), r"arms: unknown arm 'fast'"),
         (lambda c: c.update(arms=["next", "linear"]), r"arms: jump arms need `none`"),
     ],

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from nextrl.lowrank import (
+    LowRankError,
     Triplets,
     canonicalize_signs,
     dense_triplets,
@@ -215,3 +216,24 @@ def test_small_but_real_singular_values_are_kept() -> None:
     triplets = factored_triplets(u * sigma, v.T, k=2)
     torch.testing.assert_close(triplets.spectrum, sigma, atol=1e-6, rtol=0)
     assert triplets.energy_ratio == pytest.approx(1.0 / (1.0 + 1e-4), abs=1e-6)
+
+
+def test_randomized_path_for_large_matrices_matches_the_exact_svd() -> None:
+    generator = torch.Generator().manual_seed(3)
+    left, right = torch.randn(90, 6, generator=generator), torch.randn(6, 70, generator=generator)
+    matrix = left @ torch.diag(torch.tensor([8.0, 4.0, 2.0, 1.0, 0.5, 0.25])) @ right
+    matrix += 1e-3 * torch.randn(90, 70, generator=generator)  # full rank: E1 needs every singular value
+    exact = dense_triplets(matrix, 2)
+    randomized = dense_triplets(matrix, 2, exact_limit=10)
+    assert torch.allclose(randomized.sigma, exact.sigma, rtol=1e-5)
+    assert torch.allclose(randomized.spectrum, exact.spectrum, rtol=1e-4, atol=1e-5)
+    assert randomized.energy_ratio == pytest.approx(exact.energy_ratio, rel=1e-5)
+    for k in range(2):
+        product = torch.outer(randomized.u[:, k], randomized.v[:, k])
+        assert torch.allclose(product, torch.outer(exact.u[:, k], exact.v[:, k]), atol=1e-5)
+
+
+def test_randomized_path_raises_when_it_misses_its_checked_accuracy() -> None:
+    matrix = torch.randn(60, 50, generator=torch.Generator().manual_seed(0))  # flat spectrum, fp32 residual ~1e-7
+    with pytest.raises(LowRankError, match=r"60×50 matrix have residual .* of σ_1"):
+        dense_triplets(matrix, 1, exact_limit=10, tolerance=1e-12)

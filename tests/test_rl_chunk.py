@@ -53,6 +53,34 @@ def test_chunked_rl_equals_one_continuous_run(tiny_setup, test_config, tmp_path)
     assert list(evaluations.columns) == ["step", "split", "accuracy", "n_items"]
 
 
+def test_full_parameter_chunks_equal_one_continuous_run(tiny_setup, test_config, tmp_path):
+    test_config["rl"].update(mode="full", lr=1e-3)
+    steps = test_config["rl"]["chunk_steps"]
+    _chunk(tiny_setup, test_config, tmp_path / "round0", 0)
+    _chunk(tiny_setup, test_config, tmp_path / "round1", 1, resume=tmp_path / "round0" / "state")
+    continuous = copy.deepcopy(test_config)
+    continuous["rl"]["chunk_steps"] = 2 * steps
+    _chunk(tiny_setup, continuous, tmp_path / "whole", 0)
+
+    assert not (tmp_path / "whole" / "state" / "adapter").exists()
+    chunked = load_file(tmp_path / "round1" / "state" / "model" / "model.safetensors")
+    whole = load_file(tmp_path / "whole" / "state" / "model" / "model.safetensors")
+    base = load_file(tiny_setup["base"] / "model.safetensors")
+    assert chunked.keys() == whole.keys() == base.keys()
+    for key in whole:
+        assert torch.equal(chunked[key], whole[key]), key
+    changed = [key for key in whole if not torch.equal(whole[key], base[key])]
+    assert any("q_proj" in key for key in changed) and any("embed" in key for key in changed)  # every weight trains
+    snapshot = load_file(tmp_path / "whole" / "snapshots" / f"step_{2 * steps}" / "weights.safetensors")
+    assert all(snapshot[key].dtype == torch.float32 and torch.equal(snapshot[key], whole[key]) for key in snapshot)
+    assert set(snapshot) == set(whole)  # tied weights once
+    metrics = pd.concat([pd.read_parquet(tmp_path / f"round{r}" / "metrics.parquet") for r in (0, 1)])
+    expected = pd.read_parquet(tmp_path / "whole" / "metrics.parquet")
+    pd.testing.assert_frame_equal(
+        metrics.drop(columns="seconds").reset_index(drop=True), expected.drop(columns="seconds")
+    )
+
+
 def test_non_finite_loss_stops_with_no_output(tiny_setup, test_config, tmp_path, monkeypatch):
     import nextrl.training as training
 

@@ -10,10 +10,12 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file, save_file
 
-from nextrl.adapters import Adapter, load_snapshots
+from nextrl.adapters import Adapter, AdapterError, load_snapshots
+from nextrl.dense_weights import save_dense_snapshot
 from nextrl.lowrank import dense_triplets
 from nextrl.models import load_model
 from nextrl.stages import rl_chunk, trajectory
+from nextrl.training import full_parameter_model
 from nextrl.trajectory import TRAJECTORY_SCHEMA, TrajectoryError, trajectory_table
 
 HORIZON = 2
@@ -187,4 +189,44 @@ def test_mismatched_snapshots_are_rejected(round_dir, test_config, tmp_path):
     save_file(weights, broken)
     with pytest.raises(ValueError, match="step_3"):
         run()
+    assert not (tmp_path / "t.parquet").exists()
+
+
+def test_dense_trajectory_of_merged_snapshots_equals_the_factored_one(tiny_setup, round_dir, test_config, tmp_path):
+    """Full-parameter mode's dense path, fed LoRA snapshots merged by peft, gives the factored path's triplets."""
+    test_config["jump"]["horizon"] = HORIZON
+    common = {"start_adapter": None, "offset": None, "round_index": 0}
+    trajectory.run(test_config, snapshots=round_dir / "snapshots", base_model=None, start_weights=None,
+                   output=tmp_path / "lora.parquet", **common)  # fmt: skip
+    for step in load_snapshots(round_dir / "snapshots"):
+        merged = PeftModel.from_pretrained(load_model(tiny_setup["base"]), round_dir / "snapshots" / f"step_{step}")
+        save_dense_snapshot(full_parameter_model(merged.merge_and_unload()), tmp_path / "dense" / f"step_{step}")
+    test_config["rl"]["mode"] = "full"
+    trajectory.run(test_config, snapshots=tmp_path / "dense", base_model=tiny_setup["base"],
+                   start_weights=tiny_setup["base"], output=tmp_path / "dense.parquet", **common)  # fmt: skip
+    keys = ["module", "step", "kind"]
+    lora, dense = (
+        pd.read_parquet(tmp_path / f"{name}.parquet").query("k == 0 and kind != 'round'").set_index(keys).sort_index()
+        for name in ("lora", "dense")
+    )
+    assert lora.index.equals(dense.index) and len(lora) > 50
+    sigma_max = lora.groupby(level="kind")["sigma"].transform("max")
+    assert np.allclose(dense["sigma"], lora["sigma"], rtol=1e-4, atol=1e-5 * sigma_max.max())
+    checked = 0
+    for key in lora.index[lora["sigma"] > 1e-3 * sigma_max]:
+        product = np.outer(lora.loc[key, "u"], lora.loc[key, "v"])
+        assert np.allclose(np.outer(dense.loc[key, "u"], dense.loc[key, "v"]), product, atol=2e-3), key
+        checked += 1
+    assert checked > 50
+
+
+def test_dense_trajectory_rejects_a_base_without_the_modules(round_dir, test_config, tmp_path):
+    test_config["rl"]["mode"] = "full"
+    with pytest.raises(TrajectoryError, match="needs --base-model"):
+        trajectory.run(test_config, snapshots=round_dir / "snapshots", start_adapter=None, offset=None,
+                       base_model=None, start_weights=None, output=tmp_path / "t.parquet", round_index=0)  # fmt: skip
+    with pytest.raises(AdapterError, match="not a dense"):
+        trajectory.run(test_config, snapshots=round_dir / "snapshots", start_adapter=None, offset=None,
+                       base_model=tmp_path, start_weights=tmp_path, output=tmp_path / "t.parquet",
+                       round_index=0)  # fmt: skip
     assert not (tmp_path / "t.parquet").exists()

@@ -44,7 +44,8 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory / "results" / "test"
 
 
-ARMS = {"none", "next", "linear", "repeat_last", "none_fast"}
+ARMS = {"none", "next", "linear", "repeat_last", "none_fast", "none_full"}
+PLAIN = {"none", "none_fast", "none_full"}
 
 
 def test_end_to_end_covers_every_arm_and_two_rounds(finished_run: Path):
@@ -57,16 +58,25 @@ def test_end_to_end_covers_every_arm_and_two_rounds(finished_run: Path):
         assert (finished_run / "figures" / f"{name}.png").stat().st_size > 10_000, name
         assert (finished_run / "figures" / f"{name}.pdf").exists(), name
     assert "\\begin{tabular}" in (summary / "table.tex").read_text()
-    assert list(pd.read_csv(summary / "ablation.csv")["arm"]) == ["none", "next", "none_fast"]
+    ablation = pd.read_csv(summary / "ablation.csv")
+    assert list(ablation["arm"]) == ["none", "next", "none_fast", "none_full"]
+    assert list(ablation["training"]) == ["lora", "lora", "lora", "full"]
     findings = (summary / "findings.md").read_text()
-    assert "E1 = σ1/Σσ" in findings and "Linear-fit R²" in findings
-    linearity = pd.read_parquet(summary / "linearity.parquet")  # test.yaml: 8 modules, 4 snapshots: fit 2, predict 2
-    assert len(linearity) == 8 and set(linearity["fit_snapshots"]) == {2} and linearity["r2"].notna().all()
+    assert "E1 = σ1/Σσ of the LoRA update" in findings and "E1 = σ1/Σσ of the full-parameter update" in findings
+    assert "Linear-fit R²" in findings
+    # test.yaml: 8 modules, 4 snapshots (fit 2, predict 2), in `next`'s round 0 (LoRA) and `none_full`'s
+    linearity = pd.read_parquet(summary / "linearity.parquet")
+    assert linearity.groupby("training").size().to_dict() == {"full": 8, "lora": 8}
+    assert set(linearity["fit_snapshots"]) == {2} and linearity["r2"].notna().all()
+    energy = pd.read_parquet(summary / "energy.parquet")
+    assert set(energy["training"]) == {"lora", "full"} and energy["e1_mean"].between(0, 1, inclusive="right").all()
+    full_state = finished_run / "none_full" / "seed0" / "round1" / "rl" / "state"
+    assert (full_state / "model" / "model.safetensors").exists() and not (full_state / "adapter").exists()
     assert "test_accuracy_ci95" in (summary / "table.md").read_text()
     curves = pd.read_parquet(summary / "curves.parquet")
     assert curves.groupby("arm")["round"].nunique().to_dict() == dict.fromkeys(ARMS, 2)
     assert curves["step"].max() == 8
-    for arm in ARMS - {"none", "none_fast"}:
+    for arm in ARMS - PLAIN:
         selection = pd.read_parquet(finished_run / arm / "seed0" / "round0" / "jump" / "selected" / "selection.parquet")
         assert 0.0 in set(selection["alpha"]) and selection["selected"].sum() == 1
         assert (selection.loc[selection["selected"], "accuracy"] == selection["accuracy"].max()).all()
@@ -77,7 +87,8 @@ def test_end_to_end_covers_every_arm_and_two_rounds(finished_run: Path):
     assert (heldout["pairs"] + heldout["rounds_failed"] > 0).all()
     assert "repeat_last is the trivial baseline" in (summary / "heldout.md").read_text()
     probe = pd.read_csv(summary / "probe.csv")  # round 0 once (shared), round 1 per arm
-    expected = [("none", 0), ("none_fast", 0), *((arm, 1) for arm in ARMS)]  # a plain variant runs its own round 0
+    # a plain variant runs its own round 0; the probe rays LoRA factors, so a full-parameter arm has none
+    expected = [("none", 0), ("none_fast", 0), *((arm, 1) for arm in ARMS - {"none_full"})]
     assert sorted(zip(probe["arm"], probe["round"], strict=True)) == sorted(expected)
     assert set(probe["rises_beyond_1"]) <= {True, False}
     metrics = pd.read_parquet(finished_run / "none" / "seed0" / "round1" / "rl" / "metrics.parquet")
@@ -87,8 +98,8 @@ def test_end_to_end_covers_every_arm_and_two_rounds(finished_run: Path):
         fast = pd.read_parquet(finished_run / "none_fast" / "seed0" / f"round{round_index}" / "rl" / "metrics.parquet")
         assert set(fast["lr"]) == {4.0e-3}
     table = pd.read_csv(summary / "table.csv").set_index("arm")
-    assert set(table["fastest_plain"]) <= {"none", "none_fast"} and table["icer"].notna().all()
-    assert table.loc[["none", "none_fast"], "acceleration"].isna().all()
+    assert set(table["fastest_plain"]) <= PLAIN and table["icer"].notna().all()
+    assert table.loc[sorted(PLAIN), "acceleration"].isna().all()
     assert table.loc[["next", "linear", "repeat_last"], "acceleration"].isin([True, False]).all()
     # no staging leftovers anywhere
     assert not [p for p in finished_run.rglob(".*.tmp")]

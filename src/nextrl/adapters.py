@@ -77,12 +77,19 @@ def load_adapter(directory: Path) -> Adapter:
     return Adapter(factors, lora_scale(config), config)
 
 
-def load_snapshots(directory: Path) -> dict[int, Adapter]:
-    """The ``step_<t>/`` adapters of an RL chunk's snapshot directory, keyed by RL step t."""
+def snapshot_steps(directory: Path) -> list[int]:
+    """The RL steps t of an RL chunk's ``step_<t>/`` snapshot directories, ascending."""
+    if not directory.is_dir():
+        raise AdapterError(f"{directory}: no such snapshot directory")
     steps = sorted(int(match[1]) for path in directory.iterdir() if (match := _SNAPSHOT.match(path.name)))
     if not steps:
         raise AdapterError(f"{directory} holds no step_<t> snapshots")
-    return {step: load_adapter(directory / f"step_{step}") for step in steps}
+    return steps
+
+
+def load_snapshots(directory: Path) -> dict[int, Adapter]:
+    """The ``step_<t>/`` adapters of an RL chunk's snapshot directory, keyed by RL step t."""
+    return {step: load_adapter(directory / f"step_{step}") for step in snapshot_steps(directory)}
 
 
 def save_scale_one_adapter(factors: Factors, template_config: Mapping[str, Any], directory: Path) -> None:

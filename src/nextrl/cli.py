@@ -31,7 +31,13 @@ STAGES: dict[str, dict[str, Callable[[str], Any]]] = {
     "data": {},
     "base_model": {"data": Path},
     "rl_chunk": {"start_model": Path, "resume": optional_path, "jump_selection": optional_path, "data": Path},
-    "trajectory": {"snapshots": Path, "start_adapter": optional_path, "offset": optional_path},
+    "trajectory": {
+        "snapshots": Path,
+        "start_adapter": optional_path,
+        "offset": optional_path,
+        "base_model": optional_path,
+        "start_weights": optional_path,
+    },  # fmt: skip
     "fit": {"method": str, "trajectory": Path, "evaluations": Path},
     "extrapolate": {"predictor": Path, "trajectory": Path, "adapter": Path},
     "select": {"start_model": Path, "start_offset": optional_path, "adapter": Path, "candidates": Path, "data": Path},

@@ -42,6 +42,7 @@ RUN_FIELDS = (
     "arm",
     "seed",
     "round",
+    "training",
     "rl",
     "selection",
     "fit",
@@ -52,7 +53,8 @@ RUN_FIELDS = (
     "rl_benchmark",
     "overhead_benchmarks",
 )
-"""A run record: one (arm, seed, round) and the paths of its artifacts (None where the round has none)."""
+"""A run record: one (arm, seed, round), how it trains (``lora`` or ``full``) and the paths of its artifacts (None
+where the round has none)."""
 
 
 def learning_curves(runs: list[Mapping[str, Any]], config: Mapping[str, Any]) -> pd.DataFrame:
@@ -219,11 +221,13 @@ def arm_table(per_seed: pd.DataFrame, base_test_accuracy: float, plain: list[str
 
 
 ABLATION_METHODS = ("none", "next", "next_global", "next_local")
-ABLATION_COLUMNS = ("arm", "method", "seeds", "steps_to_target_mean", "ratio_to_none_mean", "ratio_to_none_ci95",
-                    "test_accuracy_mean", "test_accuracy_ci95", "icer")  # fmt: skip
+ABLATION_COLUMNS = ("arm", "method", "training", "seeds", "steps_to_target_mean", "ratio_to_none_mean",
+                    "ratio_to_none_ci95", "test_accuracy_mean", "test_accuracy_ci95", "icer")  # fmt: skip
 
 
-def ablation_table(table: pd.DataFrame, methods: Mapping[str, str]) -> pd.DataFrame:
-    """The main table's rows whose arm runs one of ABLATION_METHODS (``methods``: arm → method), with the method."""
-    with_method = table.assign(method=table["arm"].map(methods))
+def ablation_table(table: pd.DataFrame, methods: Mapping[str, str], training: Mapping[str, str]) -> pd.DataFrame:
+    """The main table's rows whose arm runs one of ABLATION_METHODS, with its method and training mode (``methods``
+    and ``training``: arm → method, arm → ``lora`` | ``full``): NExt's input ablations beside plain RL, LoRA and
+    full-parameter."""
+    with_method = table.assign(method=table["arm"].map(methods), training=table["arm"].map(training))
     return with_method.loc[with_method["method"].isin(ABLATION_METHODS), list(ABLATION_COLUMNS)].reset_index(drop=True)

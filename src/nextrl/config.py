@@ -41,7 +41,30 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
     check_cross_keys(config)
     for name in config["variants"]:
         _check_variant(config, name, schema)
+    _check_training_modes(config)
     return config
+
+
+def _check_training_modes(config: Mapping[str, Any]) -> None:
+    """Full-parameter RL (``rl.mode: full``) runs in plain-RL arms only, without a KL penalty: the jump stages take
+    LoRA snapshots, and the KL reference of the LoRA path is the model with its adapter disabled."""
+    for arm in config["arms"]:
+        rl = arm_config(config, arm)["rl"]
+        if rl["mode"] != "full":
+            continue
+        key = f"variants.{arm}.rl.mode" if arm in config["variants"] else "rl.mode"
+        if arm_method(config, arm) != "none":
+            raise ConfigError(
+                f"config key {key}: arm {arm!r} jumps, but full-parameter RL runs in plain-RL arms only "
+                "(set the mode in a variant of none, e.g. variants: {none_full: {of: none, rl: {mode: full}}})"
+            )
+        if rl["kl_coef"] > 0:
+            raise ConfigError(f"config key {key}: full-parameter RL has no KL reference model; set rl.kl_coef to 0")
+
+
+def training_mode(config: Mapping[str, Any], arm: str) -> str:
+    """How an arm's RL trains: ``lora`` or ``full`` (every weight)."""
+    return arm_config(config, arm)["rl"]["mode"]
 
 
 def _check_schema(config: dict[str, Any], schema: Mapping[str, Any], prefix: str = "") -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from nextrl.trajectory_findings import splits_used
+from nextrl.trajectory_findings import TRAINING_WORDS, splits_used
 
 
 def _pyplot() -> Any:
@@ -98,21 +98,33 @@ def plot_curves(curves: pd.DataFrame, path_stem: Path) -> None:
     _save(figure, path_stem)
 
 
+LINE_STYLES = {"lora": "-", "full": "--"}
+"""Line style of each training mode (``rl.mode``) in the E1 figure."""
+
+
 def plot_energy(energy: pd.DataFrame, path_stem: Path) -> None:
-    """E1 = σ1/Σσ of the global delta vs RL step per module type (paper Fig. 2): mean over modules and seeds, the
-    band spanning the per-module minimum and maximum."""
+    """E1 = σ1/Σσ of the global delta vs RL step per module type (paper Fig. 2), LoRA solid and full-parameter dashed:
+    mean over modules and seeds, the band spanning the per-module minimum and maximum."""
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(7, 4.2))
     types = sorted(energy["module_type"].unique())
     colours = _colours(types)
-    for module_type in types:
-        rows = energy[energy["module_type"] == module_type].groupby("step")
-        mean = rows["e1_mean"].mean()
-        axis.plot(mean.index, mean.values, color=colours[module_type], linewidth=2, label=module_type)
-        axis.fill_between(mean.index, rows["e1_min"].min(), rows["e1_max"].max(), color=colours[module_type], alpha=0.1)
+    modes = [mode for mode in TRAINING_WORDS if mode in set(energy["training"])]
+    for (training, module_type), rows in energy.groupby(["training", "module_type"]):
+        by_step = rows.groupby("step")
+        mean = by_step["e1_mean"].mean()
+        label = module_type if training == modes[0] else None
+        axis.plot(mean.index, mean.values, color=colours[module_type], linestyle=LINE_STYLES[training], linewidth=2,
+                  label=label)  # fmt: skip
+        band = by_step["e1_min"].min(), by_step["e1_max"].max()
+        axis.fill_between(mean.index, *band, color=colours[module_type], alpha=0.08)
+    for training in modes:
+        axis.plot([], [], color="black", linestyle=LINE_STYLES[training], label=TRAINING_WORDS[training])
     axis.set_xlabel("RL step")
     axis.set_ylabel("E1 = σ1 / Σσ of W_t − W_0")
-    axis.set_title(f"Rank-1 energy of the LoRA update ({energy['seed'].nunique()} seeds)")
+    words = " vs ".join(TRAINING_WORDS[mode] for mode in modes)
+    seeds = energy["seed"].nunique()
+    axis.set_title(f"Rank-1 energy of the update, {words} ({seeds} seed{'s' if seeds > 1 else ''})")
     axis.grid(alpha=0.3)
     axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
     _save(figure, path_stem)
@@ -122,21 +134,28 @@ R2_FLOOR = -3.0
 
 
 def plot_linearity(linearity: pd.DataFrame, path_stem: Path) -> None:
-    """Held-out R² of a per-module linear fit of the rank-1 global delta (method.md §2): one box per module type, every
-    module a dot; values below ``R2_FLOOR`` are drawn at the floor; the title gives n, m and the share below 0."""
+    """Held-out R² of a per-module linear fit of the rank-1 global delta (method.md §2): one box per module type and
+    training mode, every module a dot; values below ``R2_FLOOR`` are drawn at the floor; the title gives n, m and
+    the share below 0 per training mode."""
     plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(7, 4.2))
+    figure, axis = plt.subplots(figsize=(8, 4.2))
     types = sorted(linearity["module_type"].unique())
-    values = [linearity.loc[linearity["module_type"] == t, "r2"].clip(lower=R2_FLOOR).to_numpy() for t in types]
-    axis.boxplot(values, showfliers=False)
+    modes = [mode for mode in TRAINING_WORDS if mode in set(linearity["training"])]
+    width = 0.8 / len(modes)
+    for index, (training, colour) in enumerate(zip(modes, ("tab:blue", "tab:orange"), strict=False)):
+        rows = linearity[linearity["training"] == training]
+        positions = [t + 1 + (index - (len(modes) - 1) / 2) * width for t in range(len(types))]
+        values = [rows.loc[rows["module_type"] == t, "r2"].clip(lower=R2_FLOOR).to_numpy() for t in types]
+        axis.boxplot(values, positions=positions, widths=width * 0.8, showfliers=False, manage_ticks=False)
+        for position, points in zip(positions, values, strict=True):
+            axis.scatter([position] * len(points), points, s=8, alpha=0.4, color=colour)
+        axis.scatter([], [], color=colour, label=f"{TRAINING_WORDS[training]}: {(rows['r2'] < 0).mean():.0%} below 0")
     axis.set_xticks(range(1, len(types) + 1), types)
-    for position, points in enumerate(values, start=1):
-        axis.scatter([position] * len(points), points, s=8, alpha=0.4, color="tab:blue")
     axis.axhline(0, color="red", linewidth=1, linestyle="--")
-    below = (linearity["r2"] < 0).mean()
-    axis.set_title(f"Linear-fit R² per module ({splits_used(linearity)}); {below:.0%} of {len(linearity)} below 0")
+    axis.set_title(f"Linear-fit R² per module ({splits_used(linearity)}), {len(linearity)} fits")
     axis.set_ylabel(f"held-out R² (clipped at {R2_FLOOR:g})")
     axis.grid(alpha=0.3, axis="y")
+    axis.legend(fontsize="small")
     _save(figure, path_stem)
 
 

@@ -260,30 +260,57 @@ def lora_difference_triplets(
     return factored_triplets(left, right, k)
 
 
-def dense_triplets(matrix: torch.Tensor, k: int) -> Triplets:
-    """Reference top-k triplets from a dense SVD of ``matrix`` (the merged-weight path).
+DENSE_EXACT_LIMIT = 2048
+"""Largest min(m, n) for which :func:`dense_triplets` takes the full SVD; larger matrices use the randomized path."""
+RANDOMIZED_TOLERANCE = 1e-4
+"""Largest residual ‖M v_i − σ_i u_i‖ / σ_1 accepted from the randomized path (else :class:`LowRankError`)."""
 
-    The matrix is cast to float32 (the precision of a merged delta), then decomposed by
-    ``torch.linalg.svd`` in float64; results are returned in float32 with the same sign,
-    numerical-rank and padding conventions as ``factored_triplets``.
 
-    Args:
-        matrix: (m, n) delta.
-        k: number of triplets to return (≥ 1).
+class LowRankError(ArithmeticError):
+    """A randomized decomposition missed its checked accuracy; the message gives the residual."""
 
-    Returns:
-        Canonicalized float32 ``Triplets`` with k columns.
+
+def dense_triplets(
+    matrix: torch.Tensor, k: int, *, exact_limit: int = DENSE_EXACT_LIMIT, tolerance: float = RANDOMIZED_TOLERANCE
+) -> Triplets:
+    """Top-k singular triplets of a dense delta (full-parameter RL, and the reference for the factored path).
+
+    The matrix is cast to float32 (the precision of a merged delta). When min(m, n) ≤ ``exact_limit`` it is
+    decomposed by ``torch.linalg.svd`` in float64. Larger matrices (e.g. the 1536×8960 MLP weights of a 1.5 B
+    model) take the spectrum from ``torch.linalg.svdvals`` in float32 (exact; E1 needs every σ) and the top-k
+    vectors from randomized subspace iteration (``torch.svd_lowrank``, Halko, Martinsson & Tropp 2011, Alg. 4.4;
+    k + 10 columns, 6 power iterations, seeded so the result is reproducible); each returned triplet is then
+    checked, ‖M v_i − σ_i u_i‖₂ / σ_1 ≤ ``tolerance`` with σ_i the exact singular value, and
+    :class:`LowRankError` is raised otherwise. Conventions (sign, numerical rank, padding) are those of
+    :func:`factored_triplets`.
 
     Raises:
         ValueError: if ``matrix`` is not 2-D or k < 1.
+        LowRankError: if the randomized path misses ``tolerance``.
     """
     if matrix.dim() != 2:
         raise ValueError(f"matrix must be 2-D; got shape {tuple(matrix.shape)}")
     _check_k(k)
-    matrix64 = matrix.to(torch.float32).double()
-    u, sigma, vh = torch.linalg.svd(matrix64, full_matrices=False)
-    leading = float(sigma[0]) if sigma.numel() else 0.0
-    return _truncated_triplets(u.to(torch.float32), sigma.to(torch.float32), vh.T.to(torch.float32), k, leading)
+    matrix = matrix.to(torch.float32)
+    if min(matrix.shape) <= exact_limit:
+        u, sigma, vh = torch.linalg.svd(matrix.double(), full_matrices=False)
+        leading = float(sigma[0]) if sigma.numel() else 0.0
+        return _truncated_triplets(u.to(torch.float32), sigma.to(torch.float32), vh.T.to(torch.float32), k, leading)
+    sigma = torch.linalg.svdvals(matrix)
+    leading = float(sigma[0])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        u, _, v = torch.svd_lowrank(matrix, q=min(k + 10, min(matrix.shape)), niter=6)
+    u, v = u[:, :k], v[:, :k]
+    if leading > 0:
+        residual = torch.linalg.vector_norm(matrix @ v - u * sigma[:k], dim=0) / leading
+        if float(residual.max()) > tolerance:
+            raise LowRankError(
+                f"randomized top-{k} triplets of a {matrix.shape[0]}×{matrix.shape[1]} matrix have residual "
+                f"{float(residual.max()):.2e} of σ_1 (> {tolerance:g}): the top singular values are too close to "
+                "separate"
+            )
+    return _truncated_triplets(u, sigma, v, k, leading)
 
 
 def _check_product_shapes(left: torch.Tensor, right: torch.Tensor, left_name: str, right_name: str) -> None:

@@ -21,14 +21,18 @@ import numpy as np
 import pandas as pd
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from nextrl.advantages import compute_advantages
+from nextrl.dense_weights import save_dense_snapshot
 from nextrl.generation import HFGenerateBackend, Rollouts
 from nextrl.grpo_loss import kl_penalty, masked_aggregate, policy_loss, token_entropy, token_logprobs
+from nextrl.models import save_model
 from nextrl.tasks import Scorer
 
 TRAINING_STATE = "training_state.pt"
+STATE_ADAPTER = "adapter"
+STATE_MODEL = "model"
 
 
 class RLError(RuntimeError):
@@ -70,11 +74,35 @@ def completion_logits(model: torch.nn.Module, rollouts: Rollouts) -> torch.Tenso
     return logits[:, prompt_length - 1 : -1, :]
 
 
+def full_parameter_model(model: PreTrainedModel) -> PreTrainedModel:
+    """``model`` with every weight trainable (``rl.mode: full``); no adapter."""
+    model.requires_grad_(True)
+    return model
+
+
+def save_snapshot(model: PeftModel | PreTrainedModel, directory: Path) -> None:
+    """A snapshot of the trained weights: the PEFT adapter (fp32 safetensors), or in full-parameter mode every
+    weight (:func:`nextrl.dense_weights.save_dense_snapshot`)."""
+    if isinstance(model, PeftModel):
+        model.save_pretrained(directory, safe_serialization=True)
+    else:
+        save_dense_snapshot(model, directory)
+
+
 def save_training_state(
-    directory: Path, model: PeftModel, optimizer: torch.optim.Optimizer, step: int, cursor: int
+    directory: Path,
+    model: PeftModel | PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    cursor: int,
 ) -> None:
-    """Write everything an exact resume needs: the adapter, the optimizer state, the torch RNG and the data cursor."""
-    model.save_pretrained(directory / "adapter", safe_serialization=True)
+    """Write everything an exact resume needs: the trained weights (``adapter/``, or in full-parameter mode the
+    whole model as ``model/``, a HF model directory), the optimizer state, the torch RNG and the data cursor."""
+    if isinstance(model, PeftModel):
+        model.save_pretrained(directory / STATE_ADAPTER, safe_serialization=True)
+    else:
+        save_model(model, tokenizer, directory / STATE_MODEL)
     state = {"step": step, "cursor": cursor, "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
     torch.save(state, directory / TRAINING_STATE)
 

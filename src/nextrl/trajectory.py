@@ -10,8 +10,11 @@ zero for a fresh LoRA):
 * round   W_T − W_start                = s·(B_T A_T − B_s A_s), at the last snapshot T only, with every triplet above
   the numerical rank (not only ``triplets``), so that scaling the round's own delta (RL-Extra, the probe) is exact.
 
-Every triplet comes exactly from the factors in fp32 (:mod:`nextrl.lowrank`: QR of the stacked factors and an SVD of
-the small core); weights are never merged and no dense SVD is taken. Signs are consistent along the trajectory
+A full-parameter round (``rl.mode: full``, :mod:`nextrl.dense_weights`) has the same kinds from dense deltas
+W_t − W_base etc. of the ``lora.target_modules`` weights (:func:`dense_trajectory_table`).
+
+For LoRA, every triplet comes exactly from the factors in fp32 (:mod:`nextrl.lowrank`: QR of the stacked factors and
+an SVD of the small core); weights are never merged and no dense SVD is taken. Signs are consistent along the trajectory
 (method.md §4): each snapshot's triplets are aligned with the previous snapshot's of the same module and kind
 (:func:`nextrl.lowrank.align_signs`); only the first snapshot uses the stateless rule.
 
@@ -25,7 +28,7 @@ first RL step minus one: the step of W_start).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +37,8 @@ import torch
 
 from nextrl.adapters import Adapter, AdapterError, Factors, concat_factors, load_adapter, load_offset
 from nextrl.config import round_start_step
-from nextrl.lowrank import Triplets, align_signs, factored_triplets
+from nextrl.dense_weights import DenseWeights, load_dense_snapshots, load_model_matrices
+from nextrl.lowrank import Triplets, align_signs, dense_triplets, factored_triplets
 
 KINDS = ("global", "local", "target", "round")
 TRAJECTORY_SCHEMA = pa.schema(
@@ -93,36 +97,45 @@ def position(adapter: Adapter, offset: Factors | None, module: str) -> tuple[tor
     return concat_factors({module: offset[module]}, {module: difference(adapter, None, module)})[module]
 
 
-def trajectory_table(
-    snapshots: Mapping[int, Adapter],
-    start: Adapter | None,
-    offset: Factors | None,
+Delta = tuple[torch.Tensor, torch.Tensor] | torch.Tensor
+"""A weight delta: stacked low-rank factors (left, right) whose product it is, or a dense (out × in) matrix."""
+
+
+def delta_triplets(delta: Delta, count: int) -> Triplets:
+    """Top triplets of a delta: exactly from its factors, or by :func:`nextrl.lowrank.dense_triplets`."""
+    return factored_triplets(*delta, count) if isinstance(delta, tuple) else dense_triplets(delta, count)
+
+
+def _check_horizon(steps: list[int], horizon: int) -> None:
+    if not steps:
+        raise TrajectoryError("the round has no snapshots")
+    if not any(step + horizon in steps for step in steps):
+        raise TrajectoryError(
+            f"jump.horizon: H={horizon} steps needs two snapshots H steps apart, but the round has snapshot "
+            f"steps {steps}: fewer snapshots than the horizon needs"
+        )
+
+
+def _table(
+    modules: list[str],
+    steps: list[int],
+    position: Callable[[int, str], Delta],
+    difference: Callable[[int, int | None, str], Delta],
+    round_count: Callable[[Delta], int],
+    *,
     round_index: int,
     start_step: int,
     horizon: int,
     triplets: int,
 ) -> pa.Table:
-    """The trajectory table of one round (module docstring) from its snapshot adapters, keyed by RL step."""
-    steps = sorted(snapshots)
-    if not steps:
-        raise TrajectoryError("the round has no snapshots")
-    reference = snapshots[steps[0]]
-    for step in steps:
-        check_compatible(reference, snapshots[step], f"snapshot step_{step}")
-    if start is not None:
-        check_compatible(reference, start, "the round's start adapter")
-    if offset is not None and set(offset) - set(reference.factors):
-        raise AdapterError(f"offset modules {sorted(set(offset) - set(reference.factors))[:3]} are not LoRA-trained")
-    if not any(step + horizon in snapshots for step in steps):
-        raise TrajectoryError(
-            f"jump.horizon: H={horizon} steps needs two snapshots H steps apart, but the round has snapshot "
-            f"steps {steps}: fewer snapshots than the horizon needs"
-        )
+    """The rows of every kind (module docstring) from ``position(t, module)`` = W_t − W_base and
+    ``difference(t, t', module)`` = W_t − W_t' (t' = None: the round's start); ``round_count`` triplets of the
+    round's delta are kept."""
     columns: dict[str, list] = {name: [] for name in TRAJECTORY_SCHEMA.names}
     previous: dict[tuple[str, str], Triplets] = {}
 
-    def add(step: int, module: str, kind: str, factors: tuple[torch.Tensor, torch.Tensor], count: int) -> None:
-        found = factored_triplets(*factors, count)
+    def add(step: int, module: str, kind: str, delta: Delta, count: int) -> None:
+        found = delta_triplets(delta, count)
         if (module, kind) in previous:
             last = previous[(module, kind)]
             width = min(count, last.u.shape[1])
@@ -144,18 +157,79 @@ def trajectory_table(
             columns["horizon"].append(horizon)
             columns["start_step"].append(start_step)
 
-    for module in reference.factors:
+    for module in modules:
         for index, step in enumerate(steps):
-            current = snapshots[step]
-            add(step, module, "global", position(current, offset, module), triplets)
-            before = snapshots[steps[index - 1]] if index else start
-            add(step, module, "local", difference(current, before, module), triplets)
-            if step + horizon in snapshots:
-                add(step, module, "target", difference(snapshots[step + horizon], current, module), triplets)
-        whole_round = difference(snapshots[steps[-1]], start, module)
-        rank = len(factored_triplets(*whole_round, whole_round[0].shape[1]).spectrum)
-        add(steps[-1], module, "round", whole_round, max(1, rank))
+            add(step, module, "global", position(step, module), triplets)
+            add(step, module, "local", difference(step, steps[index - 1] if index else None, module), triplets)
+            if step + horizon in steps:
+                add(step, module, "target", difference(step + horizon, step, module), triplets)
+        whole_round = difference(steps[-1], None, module)
+        add(steps[-1], module, "round", whole_round, round_count(whole_round))
     return pa.table(columns, schema=TRAJECTORY_SCHEMA)
+
+
+def trajectory_table(
+    snapshots: Mapping[int, Adapter],
+    start: Adapter | None,
+    offset: Factors | None,
+    round_index: int,
+    start_step: int,
+    horizon: int,
+    triplets: int,
+) -> pa.Table:
+    """The trajectory table of one round (module docstring) from its snapshot adapters, keyed by RL step."""
+    steps = sorted(snapshots)
+    _check_horizon(steps, horizon)
+    reference = snapshots[steps[0]]
+    for step in steps:
+        check_compatible(reference, snapshots[step], f"snapshot step_{step}")
+    if start is not None:
+        check_compatible(reference, start, "the round's start adapter")
+    if offset is not None and set(offset) - set(reference.factors):
+        raise AdapterError(f"offset modules {sorted(set(offset) - set(reference.factors))[:3]} are not LoRA-trained")
+
+    def lora_difference(new: int, old: int | None, module: str) -> Delta:
+        return difference(snapshots[new], start if old is None else snapshots[old], module)
+
+    def numerical_rank(whole_round: Delta) -> int:
+        return max(1, len(factored_triplets(*whole_round, whole_round[0].shape[1]).spectrum))
+
+    return _table(
+        list(reference.factors), steps, lambda step, module: position(snapshots[step], offset, module),
+        lora_difference, numerical_rank,
+        round_index=round_index, start_step=start_step, horizon=horizon, triplets=triplets,
+    )  # fmt: skip
+
+
+def dense_trajectory_table(
+    snapshots: Mapping[int, DenseWeights],
+    start: DenseWeights,
+    base: DenseWeights,
+    round_index: int,
+    start_step: int,
+    horizon: int,
+    triplets: int,
+) -> pa.Table:
+    """The trajectory table of one full-parameter round from dense snapshots W_t, the round's start weights and
+    the experiment's base weights (same module keys): the same kinds and formulas as the LoRA table, with dense
+    deltas (:func:`nextrl.lowrank.dense_triplets`). The ``round`` kind keeps ``triplets`` triplets, not the
+    numerical rank: a dense delta's rank is min(m, n), and only the LoRA jump stages read more than the top ones."""
+    steps = sorted(snapshots)
+    _check_horizon(steps, horizon)
+    modules = sorted(snapshots[steps[0]])
+    for where, weights in [*((f"snapshot step_{step}", snapshots[step]) for step in steps),
+                           ("the round's start model", start), ("the base model", base)]:  # fmt: skip
+        for module in modules:
+            if module not in weights or weights[module].shape != snapshots[steps[0]][module].shape:
+                raise TrajectoryError(f"{where}: module {module} is missing or has another shape")
+
+    def dense_difference(new: int, old: int | None, module: str) -> Delta:
+        return snapshots[new][module] - (start if old is None else snapshots[old])[module]
+
+    return _table(
+        modules, steps, lambda step, module: snapshots[step][module] - base[module], dense_difference,
+        lambda _: triplets, round_index=round_index, start_step=start_step, horizon=horizon, triplets=triplets,
+    )  # fmt: skip
 
 
 def round_trajectory(
@@ -171,6 +245,25 @@ def round_trajectory(
         snapshots,
         start=load_adapter(start_adapter) if start_adapter is not None else None,
         offset=load_offset(offset) if offset is not None else None,
+        round_index=round_index,
+        start_step=round_start_step(config, round_index),
+        horizon=config["jump"]["horizon"],
+        triplets=config["jump"]["triplets"],
+    )
+
+
+def dense_round_trajectory(
+    config: Mapping[str, Any], snapshots: Path, base_model: Path, start_model: Path, round_index: int
+) -> pa.Table:
+    """:func:`dense_trajectory_table` of a full-parameter round: its dense snapshots over the modules of
+    ``lora.target_modules`` (the same module types a LoRA run tracks, so that E1 compares like with like), the
+    round's start model and the experiment's base model (model directories)."""
+    weights = load_dense_snapshots(snapshots, config["lora"]["target_modules"])
+    modules = sorted(next(iter(weights.values())))
+    return dense_trajectory_table(
+        weights,
+        start=load_model_matrices(start_model, modules),
+        base=load_model_matrices(base_model, modules),
         round_index=round_index,
         start_step=round_start_step(config, round_index),
         horizon=config["jump"]["horizon"],

@@ -19,6 +19,8 @@ import pandas as pd
 PAPER_SPLIT = (10, 5)
 GLOBAL_TOP = [("kind", "==", "global"), ("k", "==", 0)]
 """The only trajectory rows both findings read (a ``pd.read_parquet`` filter): the top triplet of each global delta."""
+TRAINING_WORDS = {"lora": "LoRA", "full": "full-parameter"}
+"""How a training mode (``rl.mode``) is named in findings and figures."""
 LINEARITY_COLUMNS = ("arm", "seed", "round", "module", "module_type", "fit_snapshots", "predicted_snapshots", "r2")
 
 

@@ -1,4 +1,5 @@
-"""The rl_chunk stage: ``rl.chunk_steps`` steps of GRPO-family RLVR with a LoRA adapter (peft), resumable exactly.
+"""The rl_chunk stage: ``rl.chunk_steps`` steps of GRPO-family RLVR with a LoRA adapter (peft) or over every weight,
+resumable exactly.
 
 Round r covers RL steps r·C+1 … (r+1)·C. Round 0 attaches a fresh LoRA; every later round resumes the previous
 round's training state (:mod:`nextrl.training`): adapter, AdamW state, torch RNG and data cursor. Plain RL starts every
@@ -8,10 +9,15 @@ with α = 0 continues exactly as plain RL; ``fresh`` attaches a new LoRA and Ada
 way). A chunk evaluates its start only when that start was not the previous chunk's last, already evaluated,
 snapshot: in round 0, and after a jump that changed the weights or restarted the adapter.
 
+Full-parameter mode (``rl.mode: full``, plain-RL arms only): the same loop trains every weight; snapshots hold every
+weight in fp32 (:mod:`nextrl.dense_weights`) and the state holds the whole model (``state/model/``) in place of the
+adapter, resumed exactly like it.
+
 Output directory (written atomically as a whole)::
 
-    snapshots/step_<t>/     PEFT adapter (fp32 safetensors) every ``snapshot_every`` steps, t = global RL step
-    state/adapter/          the adapter at the chunk's end
+    snapshots/step_<t>/     PEFT adapter (fp32 safetensors) every ``snapshot_every`` steps, t = global RL step;
+                            full mode: weights.safetensors (every trained weight, fp32)
+    state/adapter/          the adapter at the chunk's end (full mode: state/model/, a HF model directory)
     state/training_state.pt optimizer state, torch RNG state, data cursor, global step
     metrics.parquet         one row per RL step (METRIC_COLUMNS)
     eval.parquet            validation accuracy at every snapshot and, when evaluated, the start (EVAL_COLUMNS)
@@ -39,7 +45,18 @@ from nextrl.models import load_model, load_tokenizer
 from nextrl.seeding import stage_seed
 from nextrl.tasks import make_scorer
 from nextrl.tracking import StageRecord
-from nextrl.training import RLError, attach_lora, grpo_step, load_training_state, save_training_state, train_order
+from nextrl.training import (
+    STATE_ADAPTER,
+    STATE_MODEL,
+    RLError,
+    attach_lora,
+    full_parameter_model,
+    grpo_step,
+    load_training_state,
+    save_snapshot,
+    save_training_state,
+    train_order,
+)  # fmt: skip
 
 METRIC_COLUMNS = (
     "step", "reward_mean", "reward_std", "accuracy", "loss", "kl", "entropy",
@@ -63,14 +80,15 @@ def run(
     rl, evaluation = config["rl"], config["eval"]
     first_step = round_start_step(config, round_index)
     tokenizer = load_tokenizer(start_model)
-    base = load_model(start_model)
     saved = load_training_state(resume, first_step) if resume is not None else None
     jumped = jump_selection is not None and selected_alpha(pd.read_parquet(jump_selection)) != 0.0
     fresh_adapter = saved is None or (jump_selection is not None and config["jump"]["continuation"] == "fresh")
-    if fresh_adapter:
-        model = attach_lora(base, config["lora"], seed=stage_seed(seed, round_index))
+    if rl["mode"] == "full":
+        model = full_parameter_model(load_model(resume / STATE_MODEL if saved is not None else start_model))
+    elif fresh_adapter:
+        model = attach_lora(load_model(start_model), config["lora"], seed=stage_seed(seed, round_index))
     else:
-        model = PeftModel.from_pretrained(base, resume / "adapter", is_trainable=True)
+        model = PeftModel.from_pretrained(load_model(start_model), resume / STATE_ADAPTER, is_trainable=True)
     model.float()
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=rl["lr"], weight_decay=rl["weight_decay"], betas=(0.9, 0.99))
@@ -110,7 +128,7 @@ def run(
                 )
             metrics.append({"step": step, **row, "seconds": time.perf_counter() - began})
             if (step - first_step) % rl["snapshot_every"] == 0:
-                model.save_pretrained(staging / "snapshots" / f"step_{step}", safe_serialization=True)
+                save_snapshot(model, staging / "snapshots" / f"step_{step}")
                 evaluations.append(validation_accuracy(step))
             progress.set_postfix(
                 reward=f"{row['reward_mean']:.3f}",
@@ -118,7 +136,7 @@ def run(
                 refresh=False,
             )
         progress.close()
-        save_training_state(staging / "state", model, optimizer, first_step + rl["chunk_steps"], cursor)
+        save_training_state(staging / "state", model, tokenizer, optimizer, first_step + rl["chunk_steps"], cursor)
         metrics_table = pd.DataFrame(metrics, columns=list(METRIC_COLUMNS))
         eval_table = pd.DataFrame(evaluations, columns=list(EVAL_COLUMNS))
         metrics_table.to_parquet(staging / "metrics.parquet", index=False)

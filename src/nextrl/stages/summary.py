@@ -1,14 +1,15 @@
 """The summary stage: learning curves, steps-to-target, final test accuracy, the wall-clock split and the held-out
 predictor table, from the artifacts its rule lists (:mod:`nextrl.comparison` defines every column).
 
-The rule passes a manifest: ``base_test`` (the base model's test.parquet), ``plain_arms``, ``methods`` (arm → method)
-and ``runs``, one record per (arm, seed, round) with the paths of that round's artifacts
-(:data:`nextrl.comparison.RUN_FIELDS`). Writes one directory atomically: ``curves.parquet``,
+The rule passes a manifest: ``base_test`` (the base model's test.parquet), ``plain_arms``, ``methods`` (arm → method),
+``training`` (arm → ``lora`` | ``full``) and ``runs``, one record per (arm, seed, round) with the paths of that round's
+artifacts (:data:`nextrl.comparison.RUN_FIELDS`). Writes one directory atomically: ``curves.parquet``,
 ``steps_to_target.parquet`` and ``per_seed.csv`` (per arm and seed), ``table.{md,csv,tex}`` (per arm),
 ``ablation.{md,csv,tex}`` (NExt's input ablations beside plain RL), ``heldout.{md,csv}`` (per method),
 ``probe.{md,csv}`` (per arm and round), ``findings.md`` (the paper's §2 claims checked: E1, linear-fit R²), and the
 tables the figures are drawn from (:data:`nextrl.figures.FIGURES`): ``energy.parquet`` and ``linearity.parquet``
-(:mod:`nextrl.trajectory_findings`, on the trajectories the manifest lists), ``alpha.parquet`` (every jump's
+(:mod:`nextrl.trajectory_findings`, on the trajectories the manifest lists: round 0 of the first jump arm and of
+every full-parameter arm, tagged with the training mode), ``alpha.parquet`` (every jump's
 selection sweep) and ``probe_points.parquet`` (every probe point). No model is loaded.
 """
 
@@ -32,7 +33,7 @@ from nextrl.comparison import (
     stacked,
 )
 from nextrl.tracking import StageRecord
-from nextrl.trajectory_findings import GLOBAL_TOP, energy_table, linearity_table, splits_used
+from nextrl.trajectory_findings import GLOBAL_TOP, TRAINING_WORDS, energy_table, linearity_table, splits_used
 
 
 def trajectory_findings(runs: list[Mapping[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -41,8 +42,9 @@ def trajectory_findings(runs: list[Mapping[str, Any]]) -> tuple[pd.DataFrame, pd
     for run in runs:
         if run["trajectory"]:
             trajectory = pd.read_parquet(run["trajectory"], filters=GLOBAL_TOP)
-            energy.append(energy_table(trajectory).assign(arm=run["arm"], seed=run["seed"]))
-            linearity.append(linearity_table(trajectory, run["arm"], run["seed"]))
+            tags = {"arm": run["arm"], "seed": run["seed"], "training": run["training"]}
+            energy.append(energy_table(trajectory).assign(**tags))
+            linearity.append(linearity_table(trajectory, run["arm"], run["seed"]).assign(training=run["training"]))
     return (
         pd.concat(energy, ignore_index=True) if energy else pd.DataFrame(),
         pd.concat(linearity, ignore_index=True) if linearity else pd.DataFrame(),
@@ -50,24 +52,30 @@ def trajectory_findings(runs: list[Mapping[str, Any]]) -> tuple[pd.DataFrame, pd
 
 
 def findings_text(energy: pd.DataFrame, linearity: pd.DataFrame) -> str:
-    """The paper's §2 claims checked on this run (method.md §2), in words and numbers."""
+    """The paper's §2 claims checked on this run (method.md §2), in words and numbers, per training mode."""
     if energy.empty:
-        return "No trajectory in this experiment (no jump arm): E1 and R² were not measured.\n"
-    steps = energy.groupby(["module_type", "step"])["e1_mean"].mean().unstack("step")
-    first, last = steps.columns.min(), steps.columns.max()
-    rises = int((steps[last] > steps[first]).sum())
-    lines = [
-        f"E1 = σ1/Σσ of the LoRA update W_t − W_0, mean over modules and seeds, step {first} → {last}: "
-        + ", ".join(f"{name} {row[first]:.3f} → {row[last]:.3f}" for name, row in steps.iterrows())
-        + f". It rises in {rises} of {len(steps)} module types (paper: E1 rises during RLVR, more under LoRA).",
-    ]
+        return "No trajectory in this experiment (no jump arm, no full-parameter arm): E1 and R² were not measured.\n"
+    lines = []
+    for training in (mode for mode in TRAINING_WORDS if mode in set(energy["training"])):
+        rows = energy[energy["training"] == training]
+        steps = rows.groupby(["module_type", "step"])["e1_mean"].mean().unstack("step")
+        first, last = steps.columns.min(), steps.columns.max()
+        rises = int((steps[last] > steps[first]).sum())
+        lines.append(
+            f"E1 = σ1/Σσ of the {TRAINING_WORDS[training]} update W_t − W_0, mean over modules and seeds, step {first} "
+            f"→ {last}: "
+            + ", ".join(f"{name} {row[first]:.3f} → {row[last]:.3f}" for name, row in steps.iterrows())
+            + f". It rises in {rises} of {len(steps)} module types; mean over types {steps[last].mean():.3f} at step "
+            f"{last} (paper: E1 rises during RLVR, more under LoRA than under full-parameter training)."
+        )
     if linearity.empty:
         lines.append("Linear-fit R²: no round had the 4 snapshots a held-out fit needs.")
-    else:
+    for training in (mode for mode in TRAINING_WORDS if mode in set(linearity.get("training", ()))):
+        rows = linearity[linearity["training"] == training]
         lines.append(
-            f"Linear-fit R² of the rank-1 global delta ({splits_used(linearity)} snapshots; the paper: 10 → 5), over "
-            f"{len(linearity)} (module, seed) fits: {(linearity['r2'] < 0).mean():.0%} below 0, "
-            f"{(linearity['r2'] < -0.5).mean():.0%} below −0.5, median {linearity['r2'].median():.3f} "
+            f"Linear-fit R² of the rank-1 global delta of the {TRAINING_WORDS[training]} update ({splits_used(rows)} "
+            f"snapshots; the paper: 10 → 5), over {len(rows)} (module, seed) fits: {(rows['r2'] < 0).mean():.0%} "
+            f"below 0, {(rows['r2'] < -0.5).mean():.0%} below −0.5, median {rows['r2'].median():.3f} "
             "(paper: more than half below 0, some below −0.5)."
         )
     return "\n\n".join(lines) + "\n"
@@ -80,7 +88,7 @@ def run(config: Mapping[str, Any], *, manifest: Mapping[str, Any], output: Path)
     base_accuracy = float(curves.loc[curves["step"] == 0, "accuracy"].mean())
     base_test_accuracy = float(pd.read_parquet(manifest["base_test"])["reward"].mean())
     table = arm_table(per_seed, base_test_accuracy, plain)
-    ablation = ablation_table(table, manifest["methods"])
+    ablation = ablation_table(table, manifest["methods"], manifest["training"])
     heldout = heldout_table(runs)
     probe_points = stacked(runs, "probe")
     probe = probe_table(probe_points)
@@ -96,8 +104,10 @@ def run(config: Mapping[str, Any], *, manifest: Mapping[str, Any], output: Path)
         ablation.to_csv(staging / "ablation.csv", index=False)
         ablation.to_latex(staging / "ablation.tex", index=False, float_format="%.3f", na_rep="--")
         (staging / "ablation.md").write_text(
-            "NExt's ablations (paper §3: without the global input, without the local input) beside plain RL; the "
-            "columns are the main table's (table.md).\n\n" + ablation.to_markdown(index=False, floatfmt=".3f") + "\n"
+            "NExt's ablations (paper §3: without the global input, without the local input) beside plain RL, with "
+            "LoRA or full-parameter training (`training`); the columns are the main table's (table.md).\n\n"
+            + ablation.to_markdown(index=False, floatfmt=".3f")
+            + "\n"
         )
         heldout.to_csv(staging / "heldout.csv", index=False)
         (staging / "table.md").write_text(

@@ -1,4 +1,8 @@
-"""The trajectory stage: one round's snapshots → ``trajectory.parquet`` (schema, formulas: :mod:`nextrl.trajectory`)."""
+"""The trajectory stage: one round's snapshots → ``trajectory.parquet`` (schema, formulas: :mod:`nextrl.trajectory`).
+
+LoRA snapshots need the adapter the round resumed and the start model's low-rank offset; full-parameter snapshots
+(``rl.mode: full``) need the experiment's base model and the round's start model instead.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import pyarrow.parquet as pq
 from nextrl.adapters import load_snapshots
 from nextrl.artifacts import atomic_path
 from nextrl.tracking import StageRecord
-from nextrl.trajectory import round_trajectory
+from nextrl.trajectory import TrajectoryError, dense_round_trajectory, round_trajectory
 
 
 def run(
@@ -23,11 +27,21 @@ def run(
     offset: Path | None,
     output: Path,
     round_index: int,
+    base_model: Path | None = None,
+    start_weights: Path | None = None,
 ) -> StageRecord:
     """``start_adapter``: the adapter the round resumed (None for a fresh LoRA); ``offset``: the start model's
-    low-rank offset from the experiment's base model (None in round 0)."""
+    low-rank offset from the experiment's base model (None in round 0). Full mode: ``base_model`` and
+    ``start_weights`` (the model directory the round started from)."""
     began = time.perf_counter()
-    table = round_trajectory(config, load_snapshots(snapshots), start_adapter, offset, round_index)
+    if config["rl"]["mode"] == "full":
+        if base_model is None or start_weights is None:
+            raise TrajectoryError(
+                "rl.mode full: the trajectory of dense snapshots needs --base-model and --start-weights"
+            )
+        table = dense_round_trajectory(config, snapshots, base_model, start_weights, round_index)
+    else:
+        table = round_trajectory(config, load_snapshots(snapshots), start_adapter, offset, round_index)
     with atomic_path(output) as staging:
         pq.write_table(table, staging)
     return StageRecord(metrics={"rows": float(table.num_rows), "seconds": time.perf_counter() - began})
