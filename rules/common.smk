@@ -82,8 +82,10 @@ def benchmark_path(stage, arm="{arm}", seed="{seed}", round_index="{round}"):
     return f"{RESULTS}/benchmarks/{stage}/{arm}_seed{seed}_round{round_index}.tsv"
 
 
+# An imported run (config `import`, rules/import.smk) replaces round 0's RL chunk and brings its own base model.
+IMPORTING = "import" in config
 DATA = f"{RESULTS}/data"
-BASE = f"{RESULTS}/base"
+BASE = os.path.abspath(config["import"]["base_model"]) if IMPORTING else f"{RESULTS}/base"
 BASE_TEST = f"{RESULTS}/base_eval/test.parquet"
 SUMMARY = f"{RESULTS}/summary"
 FIGURES_DIR = f"{RESULTS}/figures"
@@ -161,8 +163,30 @@ def heldout_checked(arm, round_index):
     return config["heldout"] == "every_round"
 
 
+def imported_manifest():
+    """What the summary reads of an imported run: round 0 of every arm (no test, no benchmarks); the trajectory and
+    the probe once, from the first arm."""
+    evaluating = config["import"]["evaluate"]
+    runs = []
+    for arm in config["arms"]:
+        for seed in config["seeds"]:
+            here = round_dir(arm, seed, 0)
+            runs.append({
+                "arm": arm, "seed": seed, "round": 0, "training": "lora", "rl": f"{here}/rl",
+                "selection": f"{here}/jump/selected/selection.parquet" if evaluating else None,
+                "fit": f"{here}/predictor/fit.json",
+                "heldout": f"{here}/heldout.parquet" if heldout_checked(arm, 0) else None,
+                "probe": f"{here}/probe.parquet" if evaluating and arm == JUMP_ARMS[0] else None,
+                "trajectory": f"{here}/trajectory.parquet" if arm == JUMP_ARMS[0] else None,
+                "test": None, "rl_benchmark": None, "overhead_benchmarks": [],
+            })  # fmt: skip
+    return {"imported": True, "runs": runs}
+
+
 def summary_manifest():
     """Every artifact the summary reads, per (arm, seed, round), with the paths this file owns."""
+    if IMPORTING:
+        return imported_manifest()
     runs = []
     for arm in config["arms"]:
         for seed in config["seeds"]:
@@ -195,13 +219,31 @@ def summary_manifest():
 def summary_inputs(_):
     """The outputs (files or directories) that hold the manifest's files."""
     manifest = summary_manifest()
-    paths = [manifest["base_test"]]
+    paths = [] if IMPORTING else [manifest["base_test"]]
     for run in manifest["runs"]:
         paths.append(run["rl"])
         paths.extend(run[key] for key in ("heldout", "probe", "trajectory", "test") if run[key])
         if run["selection"]:
             paths += [os.path.dirname(run["selection"]), os.path.dirname(run["fit"])]
     return paths
+
+
+# The figures an experiment draws (rules/figures.smk): an imported run has no learning curves or step counts, and
+# its α sweep and probe only when it is evaluated.
+if not IMPORTING:
+    FIGURE_NAMES = ["curves", "steps", "energy", "linearity", "alpha", "probe"]
+elif config["import"]["evaluate"]:
+    FIGURE_NAMES = ["energy", "linearity", "alpha", "probe"]
+else:
+    FIGURE_NAMES = ["energy", "linearity"]
+
+
+def imported_targets():
+    """What an imported run yields beyond the summary and figures: every arm's candidates (and merged models)."""
+    if not IMPORTING:
+        return []
+    outputs = ["jump/candidates", *(["jump/merged"] if config["import"]["merge"] else [])]
+    return [f"{round_dir(arm, seed, 0)}/{output}" for arm in config["arms"] for seed in config["seeds"] for output in outputs]
 
 
 def figure_outputs(name, category):

@@ -103,9 +103,4 @@ rule figure_steps:
 
 rule figures:
     input:
-        rules.figure_curves.output,
-        rules.figure_energy.output,
-        rules.figure_linearity.output,
-        rules.figure_alpha.output,
-        rules.figure_probe.output,
-        rules.figure_steps.output,
+        [getattr(rules, f"figure_{name}").output for name in FIGURE_NAMES],

@@ -107,6 +107,19 @@ def test_every_registered_extrapolator_has_a_schema_block():
         assert set(block.get("properties", {})) == {field.name for field in dataclasses.fields(method.Options)}, name
 
 
+def test_an_import_takes_jump_arms_one_seed_one_round_and_existing_paths(test_config, tmp_path):
+    test_config.update(arms=["next"], seeds=[0], rounds=1, **{"import": {"run_dir": str(tmp_path / "nope"),
+                                                                         "base_model": str(tmp_path)}})  # fmt: skip
+    with pytest.raises(ConfigError, match="import.run_dir: .*nope is not a directory"):
+        validate_config(test_config)
+    test_config["import"]["run_dir"] = str(tmp_path)
+    validate_config(test_config)  # jump arms need no `none` here
+    for key, value, message in (("arms", ["none", "next"], "plain-RL arms \\['none'\\] cannot run"),
+                                ("rounds", 2, "one seed and one round")):  # fmt: skip
+        with pytest.raises(ConfigError, match=message):
+            validate_config({**test_config, key: value})
+
+
 def test_model_path_that_is_not_a_model(test_config, tmp_path):
     test_config["model"].update(source="local", path=str(tmp_path))
     with pytest.raises(ConfigError, match=r"model.path: .*not a model directory"):

@@ -120,6 +120,65 @@ def test_figures_redraw_from_parquet_alone_and_the_report_bundles_them(finished_
         assert f"{name}.png" in report, name
 
 
+def import_run(directory: Path, name: str, run_dir: Path, base: Path, arms: list[str], **options: object) -> Path:
+    """Run the workflow on an imported run (config `import`) over config/test.yaml; returns its results directory."""
+    settings = {"experiment": name, "arms": arms, "seeds": [0], "rounds": 1,
+                "import": {"run_dir": str(run_dir), "base_model": str(base), **options}}  # fmt: skip
+    (directory / f"{name}.yaml").write_text(yaml.safe_dump(settings))
+    snakemake(directory, "--cores", "2", "--configfile", "config/test.yaml", f"{name}.yaml")
+    return directory / "results" / name
+
+
+def test_imported_verl_and_trl_runs_give_the_workflows_own_trajectory(finished_run: Path, tmp_path: Path):
+    from peft import PeftModel
+
+    from nextrl.models import load_model
+    from tests.test_run_import import layout_tree
+
+    own = finished_run / "next" / "seed0" / "round0"
+    directory = workdir(tmp_path)
+    accuracy = tmp_path / "accuracy.csv"  # the run's validation accuracy per step, as a trainer would log it
+    pd.DataFrame({"step": [0, 1, 2, 3, 4], "accuracy": [0.1, 0.2, 0.25, 0.3, 0.42]}).to_csv(accuracy, index=False)
+    base_files = {path.name: path.read_bytes() for path in (finished_run / "base").iterdir() if path.is_file()}
+    verl = import_run(directory, "import_verl", layout_tree(own / "rl" / "snapshots", tmp_path / "verl", "verl"),
+                      finished_run / "base", ["next", "linear", "alpharl"], accuracy=str(accuracy),
+                      merge=True)  # fmt: skip
+    trl = import_run(directory, "import_trl", layout_tree(own / "rl" / "snapshots", tmp_path / "trl", "hf_trainer"),
+                     finished_run / "base", ["next", "linear"], evaluate=True)  # fmt: skip
+    # the user's base model directory is read, never rewritten
+    assert {path.name: path.read_bytes() for path in (finished_run / "base").iterdir() if path.is_file()} == base_files
+    expected = pd.read_parquet(own / "trajectory.parquet")
+    for imported in (verl, trl):
+        pd.testing.assert_frame_equal(pd.read_parquet(imported / "next" / "seed0" / "round0" / "trajectory.parquet"),
+                                      expected)  # fmt: skip
+        for arm in ("next", "linear"):
+            assert (imported / arm / "seed0" / "round0" / "jump" / "candidates" / "candidates.parquet").exists()
+        assert not (imported / "none").exists() and not (imported / "base").exists()  # no RL job, no base built
+    assert sorted(p.name for p in (verl / "figures").glob("*.png")) == ["energy.png", "linearity.png"]
+    assert sorted(p.name for p in (trl / "figures").glob("*.png")) == [f"{n}.png" for n in FIGURES if n not in
+                                                                       ("curves", "steps")]  # fmt: skip
+    assert (trl / "next" / "seed0" / "round0" / "jump" / "selected" / "selection.parquet").exists()
+    # alpha 0 merged is the run's last snapshot merged by peft itself
+    merged = load_file(verl / "next" / "seed0" / "round0" / "jump" / "merged" / "alpha_0" / "model.safetensors")
+    reference = PeftModel.from_pretrained(load_model(finished_run / "base"), own / "rl" / "state" / "adapter")
+    reference_weights = reference.merge_and_unload().state_dict()
+    assert all(torch.allclose(merged[key], reference_weights[key], atol=1e-6) for key in merged)
+    assert pd.read_parquet(verl / "alpharl" / "seed0" / "round0" / "rl" / "eval.parquet")["accuracy"].tolist() == (
+        pd.read_csv(accuracy)["accuracy"].tolist()
+    )
+    assert (verl / "alpharl" / "seed0" / "round0" / "jump" / "candidates" / "candidates.parquet").exists()
+
+
+def test_an_unrecognised_run_directory_is_named_and_leaves_nothing(finished_run: Path, tmp_path: Path):
+    directory = workdir(tmp_path)
+    (tmp_path / "not_a_run" / "logs").mkdir(parents=True)
+    with pytest.raises(AssertionError):
+        import_run(directory, "import_bad", tmp_path / "not_a_run", finished_run / "base", ["next"])
+    log = (directory / "results" / "import_bad" / "logs" / "import_run" / "next_seed0_round0.log").read_text()
+    assert "import.run_dir" in log and "no LoRA snapshots in a recognised layout" in log
+    assert not (directory / "results" / "import_bad" / "next" / "seed0" / "round0" / "rl").exists()
+
+
 def test_mlflow_groups_stages_seeds_and_rounds(finished_run: Path):
     import mlflow
 

@@ -44,6 +44,8 @@ STAGES: dict[str, dict[str, Callable[[str], Any]]] = {
     "heldout": {"snapshots": Path, "start_adapter": optional_path, "offset": optional_path, "evaluations": Path},
     "probe": {"start_model": Path, "adapter": Path, "start_adapter": optional_path, "data": Path},
     "evaluate": {"start_model": Path, "adapter": optional_path, "data": Path, "split": str},
+    "import_run": {"run_dir": Path, "base_model": Path, "accuracy": optional_path},
+    "merge": {"base_model": Path, "candidates": Path},
     "summary": {"manifest": json.loads},
     "figure": {"name": str, "summary": Path},
 }

@@ -136,7 +136,9 @@ def check_cross_keys(config: Mapping[str, Any]) -> None:
             raise ConfigError(
                 f"config key arms: unknown arm {arm!r}; known: methods {known} and variants {list(config['variants'])}"
             )
-    if "none" not in config["arms"] and jump_arms(config):
+    if "import" in config:
+        _check_import(config)
+    elif "none" not in config["arms"] and jump_arms(config):
         raise ConfigError("config key arms: jump arms need `none` (it runs their shared round 0 and is the baseline)")
     rl = config["rl"]
     if rl["chunk_steps"] % rl["snapshot_every"]:
@@ -162,6 +164,25 @@ def check_cross_keys(config: Mapping[str, Any]) -> None:
             if key not in model:
                 raise ConfigError(f"config key model.{key}: required when model.source is 'tiny'")
     _check_task(config["task"])
+
+
+def _check_import(config: Mapping[str, Any]) -> None:
+    """An imported run is round 0 of every arm: jump arms only, one seed, one round, and files that exist."""
+    imported = config["import"]
+    for key in ("run_dir", "base_model"):
+        if not Path(imported[key]).is_dir():
+            raise ConfigError(f"config key import.{key}: {imported[key]} is not a directory")
+    if "accuracy" in imported and not Path(imported["accuracy"]).is_file():
+        raise ConfigError(f"config key import.accuracy: {imported['accuracy']} is not a file")
+    if plain_arms(config):
+        raise ConfigError(
+            f"config key arms: an imported run has no RL job, so plain-RL arms {plain_arms(config)} cannot run; "
+            "list jump arms only"
+        )
+    if len(config["seeds"]) != 1 or config["rounds"] != 1:
+        raise ConfigError(
+            "config key seeds / rounds: an imported run is one seed and one round (seeds: [0], rounds: 1)"
+        )
 
 
 def _check_task(task: Mapping[str, Any]) -> None:

@@ -86,6 +86,16 @@ def load_model(model_dir: Path, dtype: torch.dtype = torch.float32) -> PreTraine
         raise ModelError(f"model.path: cannot load a causal LM from {model_dir}: {error}") from error
 
 
+def declared_dtype(model_dir: Path) -> torch.dtype:
+    """The dtype a HF model directory declares in config.json (``dtype`` or ``torch_dtype``; fp32 if neither)."""
+    declared = json.loads((model_dir / "config.json").read_text())
+    name = declared.get("dtype") or declared.get("torch_dtype") or "float32"
+    dtype = getattr(torch, str(name).removeprefix("torch."), None)
+    if not isinstance(dtype, torch.dtype):
+        raise ModelError(f"{model_dir / 'config.json'}: unknown dtype {name!r}")
+    return dtype
+
+
 def check_model_dir(model_dir: Path) -> None:
     """Raise :class:`ModelError` naming the path unless it holds a config, weights and a tokenizer."""
     if not model_dir.is_dir():

@@ -8,6 +8,8 @@ Layouts (t, the global RL step, is read from the directory name; each snapshot i
 * ``hf_trainer`` — ``checkpoint-<t>/`` holding the adapter files (Hugging Face Trainer, TRL's trainers with peft);
 * ``peft`` — ``step_<t>/`` (plain PEFT snapshots; nextrl's own ``rl/snapshots/``).
 
+:func:`read_accuracy` reads an optional per-step accuracy table (the eval.parquet an extrapolator such as AlphaRL fits).
+
 Every check names the run directory or snapshot: no recognised layout (or more than one), a base model whose weight
 shapes do not match the adapters (read from the safetensors headers: no model is loaded). Snapshots whose LoRA rank,
 targets or scale differ, and too few snapshots for the horizon, are the trajectory stage's own checks
@@ -21,6 +23,7 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
+import pandas as pd
 from safetensors import safe_open
 
 from nextrl.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, Adapter, base_weight_name, is_adapter_dir
@@ -95,3 +98,16 @@ def copy_snapshots(snapshots: Mapping[int, Path], output: Path) -> None:
         target.mkdir(parents=True)
         for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
             shutil.copy2(source / name, target / name)
+
+
+def read_accuracy(path: Path) -> pd.DataFrame:
+    """A per-step validation accuracy table (CSV or Parquet with columns ``step`` and ``accuracy``) as eval rows
+    (step, split = validation, accuracy, n_items = 0: the item count is not known)."""
+    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    missing = sorted({"step", "accuracy"} - set(table.columns))
+    if missing:
+        raise RunImportError(f"import.accuracy: {path} lacks the column(s) {missing} (has {list(table.columns)})")
+    if not table["accuracy"].between(0, 1).all():
+        raise RunImportError(f"import.accuracy: {path} has accuracies outside [0, 1]")
+    rows = table[["step", "accuracy"]].astype({"step": "int64", "accuracy": "float64"}).sort_values("step")
+    return rows.assign(split="validation", n_items=0)[["step", "split", "accuracy", "n_items"]]

@@ -8,6 +8,7 @@ sqlite:///results/<experiment>/mlflow.db`` shows seeds and chunks side by side (
 
 from __future__ import annotations
 
+import fcntl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,18 +38,18 @@ def log_stage(experiment_dir: Path, stage: str, tags: Mapping[str, Any], record:
     import mlflow
     from mlflow.entities import Metric, Param
 
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri(experiment_dir))
     name = experiment_dir.name
-    found = client.get_experiment_by_name(name)
-    if found is None:
-        try:
-            experiment_id = client.create_experiment(
-                name, artifact_location=(experiment_dir / "mlartifacts").resolve().as_uri()
-            )
-        except mlflow.exceptions.MlflowException:  # created by a parallel job meanwhile
-            experiment_id = client.get_experiment_by_name(name).experiment_id
-    else:
-        experiment_id = found.experiment_id
+    # The first client creates the sqlite schema (alembic migrations), which two jobs must not do at once.
+    experiment_dir.mkdir(parents=True, exist_ok=True)
+    with (experiment_dir / ".mlflow.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        client = mlflow.MlflowClient(tracking_uri=tracking_uri(experiment_dir))
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            artifacts = (experiment_dir / "mlartifacts").resolve().as_uri()
+            experiment_id = client.create_experiment(name, artifact_location=artifacts)
+        else:
+            experiment_id = found.experiment_id
     run_tags = {key: str(value) for key, value in tags.items()} | {"stage": stage}
     run_name = "/".join(f"{key}{value}" if key in ("seed", "round") else str(value) for key, value in tags.items())
     run = client.create_run(experiment_id, run_name=f"{run_name}/{stage}", tags=run_tags)

@@ -81,7 +81,9 @@ def findings_text(energy: pd.DataFrame, linearity: pd.DataFrame) -> str:
     return "\n\n".join(lines) + "\n"
 
 
-def run(config: Mapping[str, Any], *, manifest: Mapping[str, Any], output: Path) -> StageRecord:
+def write_comparison(staging: Path, manifest: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, float]:
+    """The arms' comparison into ``staging``: curves, steps to target, the main and the ablation table; returns the
+    final test accuracy per arm."""
     runs, plain = manifest["runs"], manifest["plain_arms"]
     curves = learning_curves(runs, config)
     per_seed = per_seed_table(runs, curves, plain)
@@ -89,6 +91,35 @@ def run(config: Mapping[str, Any], *, manifest: Mapping[str, Any], output: Path)
     base_test_accuracy = float(pd.read_parquet(manifest["base_test"])["reward"].mean())
     table = arm_table(per_seed, base_test_accuracy, plain)
     ablation = ablation_table(table, manifest["methods"], manifest["training"])
+    curves.to_parquet(staging / "curves.parquet", index=False)
+    per_seed.to_parquet(staging / "steps_to_target.parquet", index=False)
+    per_seed.to_csv(staging / "per_seed.csv", index=False)
+    table.to_csv(staging / "table.csv", index=False)
+    table.to_latex(staging / "table.tex", index=False, float_format="%.3f", na_rep="--")
+    ablation.to_csv(staging / "ablation.csv", index=False)
+    ablation.to_latex(staging / "ablation.tex", index=False, float_format="%.3f", na_rep="--")
+    (staging / "ablation.md").write_text(
+        "NExt's ablations (paper §3: without the global input, without the local input) beside plain RL, with "
+        "LoRA or full-parameter training (`training`); the columns are the main table's (table.md).\n\n"
+        + ablation.to_markdown(index=False, floatfmt=".3f") + "\n"
+    )  # fmt: skip
+    (staging / "table.md").write_text(
+        f"Base model validation accuracy: {base_accuracy:.3f}, test accuracy: {base_test_accuracy:.3f}; "
+        f"target = `none`'s final validation accuracy (mean of its last {WINDOW} evaluations, mean over seeds) "
+        f"= {per_seed['target'].iloc[0]:.3f}; steps to target use a {WINDOW}-point rolling mean. Plain-RL arms: "
+        f"{', '.join(plain)}. A jump arm is an acceleration only if it beats the fastest of them "
+        "(ratio_to_fastest_plain below 1 with its 95 % interval, test accuracy no lower). ICER = RL steps / test "
+        "gain over the base in points.\n\n"
+        + table.to_markdown(index=False, floatfmt=".3f") + "\n\nPer seed:\n\n"
+        + per_seed.to_markdown(index=False, floatfmt=".3f") + "\n"
+    )  # fmt: skip
+    return {f"{row['arm']}_test_accuracy_mean": float(row["test_accuracy_mean"]) for row in table.to_dict("records")}
+
+
+def run(config: Mapping[str, Any], *, manifest: Mapping[str, Any], output: Path) -> StageRecord:
+    """An imported run (manifest ``imported``) has no learning curves or test accuracies: only the trajectory
+    findings, the held-out check, the probe and the α sweeps are written."""
+    runs = manifest["runs"]
     heldout = heldout_table(runs)
     probe_points = stacked(runs, "probe")
     probe = probe_table(probe_points)
@@ -96,30 +127,8 @@ def run(config: Mapping[str, Any], *, manifest: Mapping[str, Any], output: Path)
     alpha = stacked(runs, "selection")
     with atomic_path(output) as staging:
         staging.mkdir()
-        curves.to_parquet(staging / "curves.parquet", index=False)
-        per_seed.to_parquet(staging / "steps_to_target.parquet", index=False)
-        per_seed.to_csv(staging / "per_seed.csv", index=False)
-        table.to_csv(staging / "table.csv", index=False)
-        table.to_latex(staging / "table.tex", index=False, float_format="%.3f", na_rep="--")
-        ablation.to_csv(staging / "ablation.csv", index=False)
-        ablation.to_latex(staging / "ablation.tex", index=False, float_format="%.3f", na_rep="--")
-        (staging / "ablation.md").write_text(
-            "NExt's ablations (paper §3: without the global input, without the local input) beside plain RL, with "
-            "LoRA or full-parameter training (`training`); the columns are the main table's (table.md).\n\n"
-            + ablation.to_markdown(index=False, floatfmt=".3f")
-            + "\n"
-        )
+        metrics = {} if manifest.get("imported") else write_comparison(staging, manifest, config)
         heldout.to_csv(staging / "heldout.csv", index=False)
-        (staging / "table.md").write_text(
-            f"Base model validation accuracy: {base_accuracy:.3f}, test accuracy: {base_test_accuracy:.3f}; "
-            f"target = `none`'s final validation accuracy (mean of its last {WINDOW} evaluations, mean over seeds) "
-            f"= {per_seed['target'].iloc[0]:.3f}; steps to target use a {WINDOW}-point rolling mean. Plain-RL arms: "
-            f"{', '.join(plain)}. A jump arm is an acceleration only if it beats the fastest of them "
-            "(ratio_to_fastest_plain below 1 with its 95 % interval, test accuracy no lower). ICER = RL steps / test "
-            "gain over the base in points.\n\n"
-            + table.to_markdown(index=False, floatfmt=".3f") + "\n\nPer seed:\n\n"
-            + per_seed.to_markdown(index=False, floatfmt=".3f") + "\n"
-        )  # fmt: skip
         (staging / "heldout.md").write_text(
             "Held-out prediction of each round's last target W_T − W_{T−H} by every extrapolator fitted on the round "
             "up to T − H (rank-1 cosine: 1 = same direction, −1 = reversed; relative error ‖ΔŴ − Y‖/‖Y‖: predicting "
@@ -137,5 +146,4 @@ def run(config: Mapping[str, Any], *, manifest: Mapping[str, Any], output: Path)
                             ("probe_points", probe_points)):  # fmt: skip
             frame.to_parquet(staging / f"{name}.parquet", index=False)
         (staging / "findings.md").write_text(findings_text(energy, linearity))
-    metrics = {f"{row['arm']}_test_accuracy_mean": float(row["test_accuracy_mean"]) for row in table.to_dict("records")}
     return StageRecord(metrics=metrics, artifacts=[output])
