@@ -1,5 +1,6 @@
 """Comparison tables and the curve figure's helpers, against hand-computed values."""
 
+import json
 import math
 
 import pandas as pd
@@ -152,3 +153,23 @@ def test_ablation_table_keeps_next_its_ablations_and_plain_rl():
     assert list(ablation["arm"]) == ["none", "none_lr1e3", "next", "next_nolocal"]
     assert list(ablation["method"]) == ["none", "none", "next", "next_global"]
     assert list(ablation["ratio_to_none_mean"]) == [1, 0.25, 0.75, 0.875]
+
+
+def test_experiments_side_by_side_carry_their_advantage(tmp_path):
+    from nextrl.experiments import COLUMNS, main
+
+    for name, advantage, ratio in (("grpo_run", "grpo", 0.9), ("rloo_run", "rloo", 0.7)):
+        summary = tmp_path / name / "summary"
+        summary.mkdir(parents=True)
+        (summary / "config.json").write_text(json.dumps({"experiment": name, "rl": {"advantage": advantage}}))
+        pd.DataFrame({"arm": ["none", "next"], "seeds": 3, "steps_to_target_mean": [80, 72],
+                      "ratio_to_none_mean": [1.0, ratio], "ratio_to_none_ci95": 0.1, "test_accuracy_mean": 0.8,
+                      "test_accuracy_ci95": 0.02, "icer": 5.0, "other": 1}).to_csv(summary / "table.csv")  # fmt: skip
+    assert main([str(tmp_path / "grpo_run"), str(tmp_path / "rloo_run"), "--output", str(tmp_path / "out")]) == 0
+    table = pd.read_csv(tmp_path / "out" / "experiments.csv")
+    assert list(table.columns) == list(COLUMNS)
+    assert list(zip(table["advantage"], table["arm"], table["ratio_to_none_mean"], strict=True)) == [
+        ("grpo", "none", 1.0), ("grpo", "next", 0.9), ("rloo", "none", 1.0), ("rloo", "next", 0.7)]  # fmt: skip
+    assert "\\begin{tabular}" in (tmp_path / "out" / "experiments.tex").read_text()
+    assert main([str(tmp_path / "missing"), "--output", str(tmp_path / "none")]) == 1
+    assert not (tmp_path / "none").exists()

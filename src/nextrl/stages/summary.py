@@ -6,15 +6,17 @@ The rule passes a manifest: ``base_test`` (the base model's test.parquet), ``pla
 artifacts (:data:`nextrl.comparison.RUN_FIELDS`). Writes one directory atomically: ``curves.parquet``,
 ``steps_to_target.parquet`` and ``per_seed.csv`` (per arm and seed), ``table.{md,csv,tex}`` (per arm),
 ``ablation.{md,csv,tex}`` (NExt's input ablations beside plain RL), ``heldout.{md,csv}`` (per method),
-``probe.{md,csv}`` (per arm and round), ``findings.md`` (the paper's §2 claims checked: E1, linear-fit R²), and the
-tables the figures are drawn from (:data:`nextrl.figures.FIGURES`): ``energy.parquet`` and ``linearity.parquet``
-(:mod:`nextrl.trajectory_findings`, on the trajectories the manifest lists: round 0 of the first jump arm and of
-every full-parameter arm, tagged with the training mode), ``alpha.parquet`` (every jump's
-selection sweep) and ``probe_points.parquet`` (every probe point). No model is loaded.
+``probe.{md,csv}`` (per arm and round), ``findings.md`` (the paper's §2 claims checked: E1, linear-fit R²), the stage
+config as ``config.json`` (what :mod:`nextrl.experiments` reads), and the tables the figures are drawn from
+(:data:`nextrl.figures.FIGURES`): ``energy.parquet`` and ``linearity.parquet`` (:mod:`nextrl.trajectory_findings`,
+on the trajectories the manifest lists: round 0 of the first jump arm and of every full-parameter arm, tagged with
+the training mode), ``alpha.parquet`` (every jump's selection sweep) and ``probe_points.parquet`` (every probe
+point). No model is loaded.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -128,6 +130,7 @@ def run(config: Mapping[str, Any], *, manifest: Mapping[str, Any], output: Path)
     with atomic_path(output) as staging:
         staging.mkdir()
         metrics = {} if manifest.get("imported") else write_comparison(staging, manifest, config)
+        (staging / "config.json").write_text(json.dumps(config, indent=1))
         heldout.to_csv(staging / "heldout.csv", index=False)
         (staging / "heldout.md").write_text(
             "Held-out prediction of each round's last target W_T − W_{T−H} by every extrapolator fitted on the round "
