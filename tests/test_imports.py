@@ -19,3 +19,14 @@ def test_every_module_imports_first_without_a_cycle():
     result = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert int(result.stdout.split()[-1]) >= 30
+
+
+def test_summary_and_figures_load_no_model():
+    """`snakemake figures` redraws from Parquet alone: its stages import neither torch nor transformers nor peft."""
+    check = (
+        "import sys, nextrl.cli, nextrl.stages.summary, nextrl.stages.figure, nextrl.experiments\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "[]"

@@ -207,7 +207,7 @@ def plot_probe(probe: pd.DataFrame, path_stem: Path) -> None:
 
 def plot_steps(table: pd.DataFrame, path_stem: Path) -> None:
     """Left: steps to ``none``'s final accuracy as a ratio to ``none`` and to the fastest plain-RL arm, mean ± 95 %
-    interval over seeds. Right: the wall-clock split per arm — RL chunk jobs vs jump jobs (fit, extrapolate, select,
+    interval over seeds (arms that never reached it, and a missing fastest arm, are said in words). Right: the wall-clock split per arm — RL chunk jobs vs jump jobs (fit, extrapolate, select,
     trajectory), seconds per seed."""
     plt = _pyplot()
     figure, (ratios, clock) = plt.subplots(1, 2, figsize=(12, 0.45 * len(table) + 2))
@@ -217,8 +217,13 @@ def plot_steps(table: pd.DataFrame, path_stem: Path) -> None:
         ratios.barh([p + 0.4 * offset for p in positions], table[f"{column}_mean"], height=0.4,
                     xerr=table[f"{column}_ci95"].fillna(0), label=label, capsize=3)  # fmt: skip
     ratios.axvline(1, color="black", linewidth=1)
+    for position, reached in zip(positions, table["ratio_to_none_mean"].notna(), strict=True):
+        if not reached:
+            ratios.text(0.02, position + 0.2, "never reached the target", va="center", fontsize="small")
+    if table["fastest_plain"].isna().all():
+        ratios.set_title("no plain-RL arm reached the target in half its seeds: no fastest", fontsize="small")
     ratios.set_yticks([p + 0.2 for p in positions], table["arm"])
-    ratios.invert_yaxis()
+    ratios.set_ylim(len(table) - 0.3, -0.3)  # top to bottom, room for the last arm's words
     ratios.set_xlabel("steps to target, ratio (< 1: fewer steps)")
     ratios.legend(fontsize="small")
     ratios.grid(alpha=0.3, axis="x")
