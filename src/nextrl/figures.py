@@ -207,8 +207,8 @@ def plot_probe(probe: pd.DataFrame, path_stem: Path) -> None:
 
 def plot_steps(table: pd.DataFrame, path_stem: Path) -> None:
     """Left: steps to ``none``'s final accuracy as a ratio to ``none`` and to the fastest plain-RL arm, mean ± 95 %
-    interval over seeds (arms that never reached it, and a missing fastest arm, are said in words). Right: the wall-clock split per arm — RL chunk jobs vs jump jobs (fit, extrapolate, select,
-    trajectory), seconds per seed."""
+    interval over seeds (arms that never reached it, and a missing fastest arm, are said in words). Right: the
+    wall-clock split per arm — RL chunk jobs vs jump jobs (fit, extrapolate, select, trajectory), seconds per seed."""
     plt = _pyplot()
     figure, (ratios, clock) = plt.subplots(1, 2, figsize=(12, 0.45 * len(table) + 2))
     positions = range(len(table))
