@@ -22,13 +22,27 @@ def test_train_order_is_a_pure_function_of_seed_and_cursor():
     assert sorted(whole[:7]) == list(range(7))  # one epoch is a permutation
 
 
-def test_chunked_rl_equals_one_continuous_run(tiny_setup, test_config, tmp_path):
-    steps = test_config["rl"]["chunk_steps"]
-    _chunk(tiny_setup, test_config, tmp_path / "round0", 0)
-    _chunk(tiny_setup, test_config, tmp_path / "round1", 1, resume=tmp_path / "round0" / "state")
-    continuous = copy.deepcopy(test_config)
+def _two_chunks_and_one_run(tiny_setup, config, tmp_path):
+    """round0 + round1 (resumed) and one run of both chunks' steps (``whole``); returns the chunk length."""
+    steps = config["rl"]["chunk_steps"]
+    _chunk(tiny_setup, config, tmp_path / "round0", 0)
+    _chunk(tiny_setup, config, tmp_path / "round1", 1, resume=tmp_path / "round0" / "state")
+    continuous = copy.deepcopy(config)
     continuous["rl"]["chunk_steps"] = 2 * steps
     _chunk(tiny_setup, continuous, tmp_path / "whole", 0)
+    return steps
+
+
+def _same_metrics(tmp_path):
+    metrics = pd.concat([pd.read_parquet(tmp_path / f"round{r}" / "metrics.parquet") for r in (0, 1)])
+    expected = pd.read_parquet(tmp_path / "whole" / "metrics.parquet")
+    pd.testing.assert_frame_equal(
+        metrics.drop(columns="seconds").reset_index(drop=True), expected.drop(columns="seconds")
+    )
+
+
+def test_chunked_rl_equals_one_continuous_run(tiny_setup, test_config, tmp_path):
+    steps = _two_chunks_and_one_run(tiny_setup, test_config, tmp_path)
 
     chunked = load_file(tmp_path / "round1" / "state" / "adapter" / "adapter_model.safetensors")
     whole = load_file(tmp_path / "whole" / "state" / "adapter" / "adapter_model.safetensors")
@@ -36,11 +50,7 @@ def test_chunked_rl_equals_one_continuous_run(tiny_setup, test_config, tmp_path)
     for key in whole:
         assert torch.equal(chunked[key], whole[key]), key
     assert not torch.equal(whole[next(k for k in whole if "lora_B" in k)], torch.zeros(1))  # it trained
-    metrics = pd.concat(
-        [pd.read_parquet(tmp_path / f"round{r}" / "metrics.parquet") for r in (0, 1)], ignore_index=True
-    )
-    expected = pd.read_parquet(tmp_path / "whole" / "metrics.parquet")
-    pd.testing.assert_frame_equal(metrics.drop(columns="seconds"), expected.drop(columns="seconds"))
+    _same_metrics(tmp_path)
     snapshot = f"step_{steps + 1}"
     assert torch.equal(
         load_file(tmp_path / "round1" / "snapshots" / snapshot / "adapter_model.safetensors")[key],
@@ -55,12 +65,7 @@ def test_chunked_rl_equals_one_continuous_run(tiny_setup, test_config, tmp_path)
 
 def test_full_parameter_chunks_equal_one_continuous_run(tiny_setup, test_config, tmp_path):
     test_config["rl"].update(mode="full", lr=1e-3)
-    steps = test_config["rl"]["chunk_steps"]
-    _chunk(tiny_setup, test_config, tmp_path / "round0", 0)
-    _chunk(tiny_setup, test_config, tmp_path / "round1", 1, resume=tmp_path / "round0" / "state")
-    continuous = copy.deepcopy(test_config)
-    continuous["rl"]["chunk_steps"] = 2 * steps
-    _chunk(tiny_setup, continuous, tmp_path / "whole", 0)
+    steps = _two_chunks_and_one_run(tiny_setup, test_config, tmp_path)
 
     assert not (tmp_path / "whole" / "state" / "adapter").exists()
     chunked = load_file(tmp_path / "round1" / "state" / "model" / "model.safetensors")
@@ -74,11 +79,7 @@ def test_full_parameter_chunks_equal_one_continuous_run(tiny_setup, test_config,
     snapshot = load_file(tmp_path / "whole" / "snapshots" / f"step_{2 * steps}" / "weights.safetensors")
     assert all(snapshot[key].dtype == torch.float32 and torch.equal(snapshot[key], whole[key]) for key in snapshot)
     assert set(snapshot) == set(whole)  # tied weights once
-    metrics = pd.concat([pd.read_parquet(tmp_path / f"round{r}" / "metrics.parquet") for r in (0, 1)])
-    expected = pd.read_parquet(tmp_path / "whole" / "metrics.parquet")
-    pd.testing.assert_frame_equal(
-        metrics.drop(columns="seconds").reset_index(drop=True), expected.drop(columns="seconds")
-    )
+    _same_metrics(tmp_path)
 
 
 def test_non_finite_loss_stops_with_no_output(tiny_setup, test_config, tmp_path, monkeypatch):
