@@ -110,8 +110,9 @@ def start_model(w):
 
 
 def start_offset(w):
-    """The start model's low-rank offset from the base model ("" = none: the base model itself)."""
-    return f"{previous_round(w)}/jump/selected/offset.safetensors" if jumped_into(w) else ""
+    """The start model's low-rank offset from the base model ("" = none: the base model itself, or full mode, whose
+    start model differs from the base by dense deltas)."""
+    return f"{previous_round(w)}/jump/selected/offset.safetensors" if jumped_into(w) and not full_mode(w.arm) else ""
 
 
 def resume_state(w):
@@ -131,10 +132,14 @@ def final_adapter(w):
 
 
 def dense_trajectory_options(w):
-    """What the trajectory of a full-parameter round needs: the base model and the round's start weights."""
+    """What the trajectory of a full-parameter round needs: the base model and the round's start weights (the
+    jumped model, the previous round's own, or the base)."""
     if not full_mode(w.arm):
         return ""
-    start = f"{previous_round(w)}/rl/state/model" if int(w.round) > 0 else BASE
+    if jumped_into(w):
+        start = start_model(w)
+    else:
+        start = f"{previous_round(w)}/rl/state/model" if int(w.round) > 0 else BASE
     return f"--base-model {BASE} --start-weights {start}"
 
 

@@ -56,6 +56,7 @@ rule extrapolate:
         directory(f"{ROUND}/jump/candidates"),
     params:
         **STAGE,
+        adapter=final_adapter,
     log:
         log_path("extrapolate"),
     benchmark:
@@ -65,7 +66,7 @@ rule extrapolate:
     shell:
         call(
             "extrapolate",
-            "--predictor {input.predictor} --trajectory {input.trajectory} --adapter {input.rl}/state/adapter",
+            "--predictor {input.predictor} --trajectory {input.trajectory} --adapter={params.adapter}",
             "--output {output}",
         )
 
@@ -80,8 +81,9 @@ rule select:
         directory(f"{ROUND}/jump/selected"),
     params:
         **STAGE,
-        start_model=start_model,
+        model=final_model,
         start_offset=start_offset,
+        adapter=final_adapter,
     threads: config["threads"]
     log:
         log_path("select"),
@@ -92,7 +94,7 @@ rule select:
     shell:
         call(
             "select",
-            "--start-model {params.start_model} --start-offset={params.start_offset} --adapter {input.rl}/state/adapter",
+            "--start-model {params.model} --start-offset={params.start_offset} --adapter={params.adapter}",
             "--candidates {input.candidates} --data {input.data} --output {output}",
         )
 
@@ -108,6 +110,7 @@ rule heldout:
         **STAGE,
         start_adapter=start_adapter,
         offset=start_offset,
+        dense=dense_trajectory_options,
     threads: config["threads"]
     log:
         log_path("heldout"),
@@ -119,5 +122,5 @@ rule heldout:
         call(
             "heldout",
             "--snapshots {input.rl}/snapshots --start-adapter={params.start_adapter} --offset={params.offset}",
-            "--evaluations {input.rl}/eval.parquet --output {output}",
+            "--evaluations {input.rl}/eval.parquet {params.dense} --output {output}",
         )

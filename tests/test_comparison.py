@@ -168,6 +168,7 @@ def test_experiments_side_by_side_carry_their_advantage(tmp_path):
     assert main([str(tmp_path / "grpo_run"), str(tmp_path / "rloo_run"), "--output", str(tmp_path / "out")]) == 0
     table = pd.read_csv(tmp_path / "out" / "experiments.csv")
     assert list(table.columns) == list(COLUMNS)
+    assert set(table["training"]) == {"lora"}  # a config without rl.mode trains LoRA
     assert list(zip(table["advantage"], table["arm"], table["ratio_to_none_mean"], strict=True)) == [
         ("grpo", "none", 1.0), ("grpo", "next", 0.9), ("rloo", "none", 1.0), ("rloo", "next", 0.7)]  # fmt: skip
     assert "\\begin{tabular}" in (tmp_path / "out" / "experiments.tex").read_text()

@@ -69,7 +69,7 @@ from nextrl.config import ConfigError, arm_config, arm_method, plain_arms, valid
             r"rl.snapshot_every: 3 does not divide rl.chunk_steps 4",
         ),
         (lambda c: c["rl"].update(mode="dense"), r"rl.mode: 'dense' is not one of \['lora', 'full'\]"),
-        (lambda c: c["rl"].update(mode="full"), r"rl.mode: arm 'next' jumps, but full-parameter RL runs in plain-RL"),
+        (lambda c: c["rl"].update(mode="full", kl_coef=0.1), r"rl.mode: full-parameter RL has no KL reference"),
         (
             lambda c: c["variants"].update({"none_fast": {"of": "none", "rl": {"mode": "full", "kl_coef": 0.1}}}),
             r"variants.none_fast.rl.mode: full-parameter RL has no KL reference model",

@@ -179,6 +179,28 @@ def test_an_unrecognised_run_directory_is_named_and_leaves_nothing(finished_run:
     assert not (directory / "results" / "import_bad" / "next" / "seed0" / "round0" / "rl").exists()
 
 
+def test_full_parameter_experiment_jumps_from_dense_deltas(tmp_path: Path):
+    """config/full.yaml's shape on the CI model: every arm trains every weight; the jump arms fit dense deltas."""
+    directory = workdir(tmp_path)
+    settings = {"experiment": "test_full", "arms": ["none", "linear", "repeat_last"], "rl": {"mode": "full"}}
+    (directory / "full.yaml").write_text(yaml.safe_dump(settings))
+    snakemake(directory, "--cores", "2", "--configfile", "config/test.yaml", "full.yaml")
+    results = directory / "results" / "test_full"
+    for arm in ("linear", "repeat_last"):
+        round1 = results / arm / "seed0" / "round1"
+        selection = pd.read_parquet(results / arm / "seed0" / "round0" / "jump" / "selected" / "selection.parquet")
+        jumped = selection.loc[selection["selected"], "alpha"].item() != 0
+        start_rows = pd.read_parquet(round1 / "rl" / "eval.parquet").query("step == 4")  # evaluated after a jump
+        assert len(start_rows) == int(jumped) and (round1 / "rl" / "state" / "model").is_dir()
+        assert (round1 / "test.parquet").exists()
+    trajectory = pd.read_parquet(results / "linear" / "seed0" / "round0" / "trajectory.parquet")
+    assert trajectory.groupby("kind")["k"].max().to_dict() == dict.fromkeys(["global", "local", "round", "target"], 0)
+    assert set(pd.read_parquet(results / "summary" / "energy.parquet")["training"]) == {"full"}
+    heldout = pd.read_parquet(results / "linear" / "seed0" / "round0" / "heldout.parquet")
+    assert heldout["rank1_cosine"].notna().any()
+    assert set(pd.read_csv(results / "summary" / "ablation.csv")["training"]) == {"full"}
+
+
 def test_mlflow_groups_stages_seeds_and_rounds(finished_run: Path):
     import mlflow
 

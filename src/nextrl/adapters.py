@@ -92,6 +92,19 @@ def load_snapshots(directory: Path) -> dict[int, Adapter]:
     return {step: load_adapter(directory / f"step_{step}") for step in snapshot_steps(directory)}
 
 
+def lora_config_for(factors: Factors) -> dict[str, Any]:
+    """A minimal peft LoRA config targeting the module types of ``factors`` (peft fills every other key with its
+    default); for adapters that no LoRA training wrote, e.g. a jump over a full-parameter model."""
+    targets = sorted({module.rsplit(".", 1)[-1] for module in factors})
+    return {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "target_modules": targets,
+        "lora_dropout": 0.0,
+        "bias": "none",
+    }
+
+
 def save_scale_one_adapter(factors: Factors, template_config: Mapping[str, Any], directory: Path) -> None:
     """Write ``left @ right`` per module as a PEFT adapter of scale 1 (lora_alpha = r = the factors' rank)."""
     ranks = {left.shape[1] for left, _ in factors.values()}

@@ -39,9 +39,22 @@ STAGES: dict[str, dict[str, Callable[[str], Any]]] = {
         "start_weights": optional_path,
     },  # fmt: skip
     "fit": {"method": str, "trajectory": Path, "evaluations": Path},
-    "extrapolate": {"predictor": Path, "trajectory": Path, "adapter": Path},
-    "select": {"start_model": Path, "start_offset": optional_path, "adapter": Path, "candidates": Path, "data": Path},
-    "heldout": {"snapshots": Path, "start_adapter": optional_path, "offset": optional_path, "evaluations": Path},
+    "extrapolate": {"predictor": Path, "trajectory": Path, "adapter": optional_path},
+    "select": {
+        "start_model": Path,
+        "start_offset": optional_path,
+        "adapter": optional_path,
+        "candidates": Path,
+        "data": Path,
+    },  # fmt: skip
+    "heldout": {
+        "snapshots": Path,
+        "start_adapter": optional_path,
+        "offset": optional_path,
+        "evaluations": Path,
+        "base_model": optional_path,
+        "start_weights": optional_path,
+    },  # fmt: skip
     "probe": {"start_model": Path, "adapter": Path, "start_adapter": optional_path, "data": Path},
     "evaluate": {"start_model": Path, "adapter": optional_path, "data": Path, "split": str},
     "import_run": {"run_dir": Path, "base_model": Path, "accuracy": optional_path},

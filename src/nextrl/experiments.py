@@ -1,12 +1,14 @@
 """The main tables of several experiments side by side: e.g. GRPO vs RLOO vs REINFORCE++ under the same arms (the
-paper's "other RL algorithms" ablation, method.md §7 item 6; config/rloo.yaml, config/reinforce_pp.yaml)::
+paper's "other RL algorithms" ablation, method.md §7 item 6; config/rloo.yaml, config/reinforce_pp.yaml), or LoRA
+vs full-parameter RL (its "without LoRA" ablation; config/full.yaml)::
 
     python -m nextrl.experiments results/default results/default_rloo results/default_reinforce_pp \\
         --output results/algorithms
 
 Reads each experiment's ``summary/table.csv`` and ``summary/config.json`` (the summary stage writes both) and writes
 ``experiments.{md,csv,tex}`` to ``--output``: one row per (experiment, arm), with the experiment's advantage
-estimator and training settings beside the main table's columns.
+estimator and training mode (``rl.mode``: lora | full) beside the main table's columns. The experiment-level
+training mode is the jump arms' (a plain-RL variant may train otherwise; the experiment's ablation table says so).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import pandas as pd
 
 from nextrl.artifacts import atomic_path
 
-COLUMNS = ("experiment", "advantage", "arm", "seeds", "steps_to_target_mean", "ratio_to_none_mean",
+COLUMNS = ("experiment", "advantage", "training", "arm", "seeds", "steps_to_target_mean", "ratio_to_none_mean",
            "ratio_to_none_ci95", "test_accuracy_mean", "test_accuracy_ci95", "icer")  # fmt: skip
 
 
@@ -35,7 +37,8 @@ def across_experiments(results: Sequence[Path]) -> pd.DataFrame:
                 raise FileNotFoundError(f"{summary / name} does not exist: run that experiment's summary first")
         config = json.loads((summary / "config.json").read_text())
         table = pd.read_csv(summary / "table.csv")
-        frames.append(table.assign(experiment=config["experiment"], advantage=config["rl"]["advantage"]))
+        tags = {"experiment": config["experiment"], "advantage": config["rl"]["advantage"]}
+        frames.append(table.assign(**tags, training=config["rl"].get("mode", "lora")))
     return pd.concat(frames, ignore_index=True)[list(COLUMNS)]
 
 

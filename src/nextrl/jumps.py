@@ -2,7 +2,8 @@
 
 NExt (arXiv 2604.11446 §3 step 5): Ŵ = W_T + α·ΔŴ. With the round's adapter W_T = W_start + s·B A and a predicted
 ΔŴ = L R (L: m×k, R: k×n, e.g. σ̂û and v̂ᵀ), Ŵ − W_start = [s·B, α·L] · [A; R] is exactly a LoRA of rank r + k with
-scale 1, so a candidate is a small PEFT adapter over the round's start model (design.md, "Candidates").
+scale 1, so a candidate is a small PEFT adapter over the round's start model (design.md, "Candidates"). After
+full-parameter RL the round's own model is W_T and a candidate is the rank-k adapter α·L R over it.
 
 After the choice (design.md, "After a jump"): ``carry`` folds only α·ΔŴ into the start model's weights (fp32) and
 training continues the same LoRA, so α = 0 leaves the weights bit-identical and the run continues exactly as plain
@@ -20,7 +21,7 @@ import pandas as pd
 import torch
 from transformers import PreTrainedModel
 
-from nextrl.adapters import Adapter, Factors, base_weight_name, save_scale_one_adapter
+from nextrl.adapters import Adapter, Factors, base_weight_name, lora_config_for, save_scale_one_adapter
 
 CANDIDATE_COLUMNS = ("alpha", "adapter", "delta_frob")
 
@@ -69,24 +70,28 @@ def pad_rank(jump: Factors) -> Factors:
     return padded
 
 
-def candidate_factors(adapter: Adapter, jump: Factors, alpha: float) -> Factors:
-    """Per module ([s·B, α·L], [A; R]): the LoRA (scale 1) of W_T + α·ΔŴ over the round's start model."""
+def candidate_factors(adapter: Adapter | None, jump: Factors, alpha: float) -> Factors:
+    """Per module ([s·B, α·L], [A; R]): the LoRA (scale 1) of W_T + α·ΔŴ over the round's start model; without an
+    adapter (full-parameter RL, where the model W_T itself is the start) just (α·L, R)."""
+    if adapter is None:
+        return {module: (alpha * left, right) for module, (left, right) in jump.items()}
     return {
         module: (torch.cat([adapter.scale * b, alpha * jump[module][0]], dim=1), torch.cat([a, jump[module][1]], dim=0))
         for module, (b, a) in adapter.factors.items()
     }
 
 
-def write_candidates(adapter: Adapter, jump: Factors, alphas: Sequence[float], directory: Path) -> pd.DataFrame:
-    """``directory/alpha_<α>/`` adapters for every α of :func:`alpha_grid`; returns the candidates table."""
-    check_jump(adapter, jump)
+def write_candidates(adapter: Adapter | None, jump: Factors, alphas: Sequence[float], directory: Path) -> pd.DataFrame:
+    """``directory/alpha_<α>/`` adapters for every α of :func:`alpha_grid` (over the round's start model, or over
+    W_T when ``adapter`` is None: full-parameter RL); returns the candidates table."""
+    if adapter is not None:
+        check_jump(adapter, jump)
+    template = adapter.config if adapter is not None else lora_config_for(jump)
     jump = pad_rank(jump)
     frobenius = sum(float(((left.T @ left) * (right @ right.T)).sum()) for left, right in jump.values()) ** 0.5
     rows = []
     for alpha in alpha_grid(alphas):
-        save_scale_one_adapter(
-            candidate_factors(adapter, jump, alpha), adapter.config, directory / candidate_name(alpha)
-        )
+        save_scale_one_adapter(candidate_factors(adapter, jump, alpha), template, directory / candidate_name(alpha))
         rows.append({"alpha": alpha, "adapter": candidate_name(alpha), "delta_frob": alpha * frobenius})
     return pd.DataFrame(rows, columns=list(CANDIDATE_COLUMNS))
 

@@ -213,7 +213,8 @@ def dense_trajectory_table(
     """The trajectory table of one full-parameter round from dense snapshots W_t, the round's start weights and
     the experiment's base weights (same module keys): the same kinds and formulas as the LoRA table, with dense
     deltas (:func:`nextrl.lowrank.dense_triplets`). The ``round`` kind keeps ``triplets`` triplets, not the
-    numerical rank: a dense delta's rank is min(m, n), and only the LoRA jump stages read more than the top ones."""
+    numerical rank: a dense delta's rank is min(m, n), so RL-Extra (``linear``) on a full-parameter round scales the
+    top ``jump.triplets`` triplets of W_T − W_start, not the whole delta as it does on a LoRA round."""
     steps = sorted(snapshots)
     _check_horizon(steps, horizon)
     modules = sorted(snapshots[steps[0]])
@@ -252,18 +253,29 @@ def round_trajectory(
     )
 
 
-def dense_round_trajectory(
-    config: Mapping[str, Any], snapshots: Path, base_model: Path, start_model: Path, round_index: int
-) -> pa.Table:
-    """:func:`dense_trajectory_table` of a full-parameter round: its dense snapshots over the modules of
-    ``lora.target_modules`` (the same module types a LoRA run tracks, so that E1 compares like with like), the
-    round's start model and the experiment's base model (model directories)."""
+def load_dense_round(
+    config: Mapping[str, Any], snapshots: Path, base_model: Path, start_model: Path
+) -> tuple[dict[int, DenseWeights], DenseWeights, DenseWeights]:
+    """A full-parameter round's dense snapshots over the modules of ``lora.target_modules`` (the module types a LoRA
+    run tracks, so that E1 compares like with like), and the same modules of the round's start model and of the
+    experiment's base model (model directories)."""
     weights = load_dense_snapshots(snapshots, config["lora"]["target_modules"])
     modules = sorted(next(iter(weights.values())))
+    return weights, load_model_matrices(start_model, modules), load_model_matrices(base_model, modules)
+
+
+def dense_round_trajectory(
+    config: Mapping[str, Any],
+    snapshots: Mapping[int, DenseWeights],
+    start: DenseWeights,
+    base: DenseWeights,
+    round_index: int,
+) -> pa.Table:
+    """:func:`dense_trajectory_table` of round ``round_index`` with the experiment's ``jump`` settings."""
     return dense_trajectory_table(
-        weights,
-        start=load_model_matrices(start_model, modules),
-        base=load_model_matrices(base_model, modules),
+        snapshots,
+        start=start,
+        base=base,
         round_index=round_index,
         start_step=round_start_step(config, round_index),
         horizon=config["jump"]["horizon"],

@@ -1,6 +1,7 @@
 """The extrapolate stage: the fitted extrapolator's ΔŴ and the candidate jumps W_T + α·ΔŴ (:mod:`nextrl.jumps`).
 
-Output directory: ``alpha_<α>/`` PEFT adapters over the round's start model (α = 0 always), ``jump.safetensors``
+Output directory: ``alpha_<α>/`` PEFT adapters over the round's start model (over W_T after full-parameter RL;
+α = 0 always), ``jump.safetensors``
 (ΔŴ per module as low-rank factors, :func:`nextrl.adapters.save_offset` format) and ``candidates.parquet``
 (alpha float64, adapter str, delta_frob float64 = ‖α·ΔŴ‖_F over all modules).
 """
@@ -21,7 +22,10 @@ from nextrl.jumps import JumpError, write_candidates
 from nextrl.tracking import StageRecord
 
 
-def run(config: Mapping[str, Any], *, predictor: Path, trajectory: Path, adapter: Path, output: Path) -> StageRecord:
+def run(
+    config: Mapping[str, Any], *, predictor: Path, trajectory: Path, adapter: Path | None, output: Path
+) -> StageRecord:
+    """``adapter``: the round's final LoRA (None after full-parameter RL: candidates are then over W_T itself)."""
     method = read_manifest(predictor)["extrapolator"]
     deltas = REGISTRY[method].load(predictor).predict(pd.read_parquet(trajectory))
     for module, delta in deltas.items():
@@ -32,7 +36,9 @@ def run(config: Mapping[str, Any], *, predictor: Path, trajectory: Path, adapter
     jump = {module: delta.factors() for module, delta in deltas.items()}
     with atomic_path(output) as staging:
         staging.mkdir()
-        table = write_candidates(load_adapter(adapter), jump, config["jump"]["alphas"], staging)
+        table = write_candidates(
+            load_adapter(adapter) if adapter is not None else None, jump, config["jump"]["alphas"], staging
+        )
         save_offset(jump, staging / "jump.safetensors")
         table.to_parquet(staging / "candidates.parquet", index=False)
     return StageRecord(metrics={"candidates": float(len(table)), "max_delta_frob": float(table["delta_frob"].max())})

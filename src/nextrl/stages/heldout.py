@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from nextrl.adapters import load_snapshots
 from nextrl.artifacts import write_parquet
@@ -24,7 +25,13 @@ from nextrl.extrapolators.base import ExtrapolatorError
 from nextrl.heldout import HELDOUT_COLUMNS, compare
 from nextrl.seeding import stage_seed
 from nextrl.tracking import StageRecord
-from nextrl.trajectory import difference, round_trajectory
+from nextrl.trajectory import (
+    TrajectoryError,
+    dense_round_trajectory,
+    difference,
+    load_dense_round,
+    round_trajectory,
+)  # fmt: skip
 
 
 def run(
@@ -37,14 +44,42 @@ def run(
     output: Path,
     seed: int,
     round_index: int,
+    base_model: Path | None = None,
+    start_weights: Path | None = None,
 ) -> StageRecord:
-    adapters = load_snapshots(snapshots)
-    steps, horizon = sorted(adapters), config["jump"]["horizon"]
+    """Full-parameter rounds (``rl.mode: full``) need ``base_model`` and ``start_weights`` as the trajectory stage
+    does; their truth is the dense W_T − W_{t*}, as factors (matrix, identity)."""
+    if config["rl"]["mode"] == "full":
+        if base_model is None or start_weights is None:
+            raise TrajectoryError(
+                "rl.mode full: the held-out check of dense snapshots needs --base-model and --start-weights"
+            )
+        dense, start, base = load_dense_round(config, snapshots, base_model, start_weights)
+
+        def trajectory_of(early: Mapping[int, Any]) -> pd.DataFrame:
+            return dense_round_trajectory(config, early, start, base, round_index).to_pandas()
+
+        def truth(module: str) -> tuple[torch.Tensor, torch.Tensor]:
+            delta = dense[steps[-1]][module] - dense[cutoff][module]
+            return delta, torch.eye(delta.shape[1])
+
+        states: Mapping[int, Any] = dense
+    else:
+        adapters = load_snapshots(snapshots)
+
+        def trajectory_of(early: Mapping[int, Any]) -> pd.DataFrame:
+            return round_trajectory(config, early, start_adapter, offset, round_index).to_pandas()
+
+        def truth(module: str) -> tuple[torch.Tensor, torch.Tensor]:
+            return difference(adapters[steps[-1]], adapters[cutoff], module)
+
+        states = adapters
+    steps, horizon = sorted(states), config["jump"]["horizon"]
     cutoff = steps[-1] - horizon
-    early = {step: adapter for step, adapter in adapters.items() if step <= cutoff}
+    early = {step: state for step, state in states.items() if step <= cutoff}
     rows = []
     if any(step + horizon in early for step in early):
-        trajectory = round_trajectory(config, early, start_adapter, offset, round_index).to_pandas()
+        trajectory = trajectory_of(early)
         accuracy = pd.read_parquet(evaluations)
         accuracy = accuracy[accuracy["step"] <= cutoff]
         for name, method_class in REGISTRY.items():
@@ -56,8 +91,7 @@ def run(
                 rows.append({"method": name, "module": "", "error": str(error)})
                 continue
             for module, delta in predicted.items():
-                truth = difference(adapters[steps[-1]], adapters[cutoff], module)
-                rows.append({"method": name, "module": module, **compare(delta.factors(), truth), "error": ""})
+                rows.append({"method": name, "module": module, **compare(delta.factors(), truth(module)), "error": ""})
     table = pd.DataFrame(rows, columns=list(HELDOUT_COLUMNS))
     write_parquet(table, output)
     means = table.dropna(subset=["rank1_cosine"]).groupby("method")[["rank1_cosine", "relative_error"]].mean()

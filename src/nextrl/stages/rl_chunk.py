@@ -9,9 +9,10 @@ with α = 0 continues exactly as plain RL; ``fresh`` attaches a new LoRA and Ada
 way). A chunk evaluates its start only when that start was not the previous chunk's last, already evaluated,
 snapshot: in round 0, and after a jump that changed the weights or restarted the adapter.
 
-Full-parameter mode (``rl.mode: full``, plain-RL arms only): the same loop trains every weight; snapshots hold every
-weight in fp32 (:mod:`nextrl.dense_weights`) and the state holds the whole model (``state/model/``) in place of the
-adapter, resumed exactly like it.
+Full-parameter mode (``rl.mode: full``): the same loop trains every weight; snapshots hold every weight in fp32
+(:mod:`nextrl.dense_weights`) and the state holds the whole model (``state/model/``) in place of the adapter,
+resumed exactly like it. After a jump the round starts from the jumped model and, with ``carry``, the AdamW state
+(``fresh``: a new one).
 
 Output directory (written atomically as a whole)::
 
@@ -83,8 +84,9 @@ def run(
     saved = load_training_state(resume, first_step) if resume is not None else None
     jumped = jump_selection is not None and selected_alpha(pd.read_parquet(jump_selection)) != 0.0
     fresh_adapter = saved is None or (jump_selection is not None and config["jump"]["continuation"] == "fresh")
-    if rl["mode"] == "full":
-        model = full_parameter_model(load_model(resume / STATE_MODEL if saved is not None else start_model))
+    if rl["mode"] == "full":  # the previous round's own weights, unless a jump wrote the start model
+        resumes_weights = saved is not None and jump_selection is None
+        model = full_parameter_model(load_model(resume / STATE_MODEL if resumes_weights else start_model))
     elif fresh_adapter:
         model = attach_lora(load_model(start_model), config["lora"], seed=stage_seed(seed, round_index))
     else:

@@ -4,7 +4,8 @@ Selection reads only the ``selection`` split (choosing α on the curves' validat
 optimistic, and on test would leak it, method.md §4). α = 0 — no jump — is always a candidate, so a jump never
 lowers selection accuracy; ties go to the smaller α (:func:`nextrl.jumps.choose`). The chosen jump is then applied
 as ``jump.continuation`` says (:mod:`nextrl.jumps`): ``carry`` folds α·ΔŴ into the round's start model (α = 0: the
-start model's files are copied unchanged), ``fresh`` merges the round's adapter and α·ΔŴ.
+start model's files are copied unchanged), ``fresh`` merges the round's adapter and α·ΔŴ. After full-parameter RL
+the start model is the round's own W_T, both fold only α·ΔŴ, and ``fresh`` only restarts AdamW (rl_chunk).
 
 Output directory: ``model/`` (the next round's start model, fp32 HF directory), ``offset.safetensors`` (its
 low-rank offset from the experiment's base model, :mod:`nextrl.adapters`) and ``selection.parquet`` (alpha
@@ -34,12 +35,13 @@ def run(
     *,
     start_model: Path,
     start_offset: Path | None,
-    adapter: Path,
+    adapter: Path | None,
     candidates: Path,
     data: Path,
     output: Path,
 ) -> StageRecord:
-    """``adapter``: the round's final LoRA; ``start_offset``: the start model's offset (None in round 0)."""
+    """``adapter``: the round's final LoRA; ``start_offset``: the start model's offset (None in round 0). After
+    full-parameter RL, ``start_model`` is the round's own final model W_T and there is no adapter."""
     table = pd.read_parquet(candidates / "candidates.parquet")
     items = pd.read_parquet(data / "selection.parquet")
     scorer = make_scorer(config["task"])
@@ -53,7 +55,7 @@ def run(
 
     previous_offset = load_offset(start_offset) if start_offset is not None else {}
     new_folds = []
-    if config["jump"]["continuation"] == "fresh":
+    if config["jump"]["continuation"] == "fresh" and adapter is not None:
         new_folds.append(load_adapter(adapter).scaled_factors())
     if chosen != 0.0:
         jump = load_offset(candidates / "jump.safetensors")

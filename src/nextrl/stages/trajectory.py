@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from nextrl.adapters import load_snapshots
 from nextrl.artifacts import atomic_path
 from nextrl.tracking import StageRecord
-from nextrl.trajectory import TrajectoryError, dense_round_trajectory, round_trajectory
+from nextrl.trajectory import TrajectoryError, dense_round_trajectory, load_dense_round, round_trajectory
 
 
 def run(
@@ -39,7 +39,9 @@ def run(
             raise TrajectoryError(
                 "rl.mode full: the trajectory of dense snapshots needs --base-model and --start-weights"
             )
-        table = dense_round_trajectory(config, snapshots, base_model, start_weights, round_index)
+        table = dense_round_trajectory(
+            config, *load_dense_round(config, snapshots, base_model, start_weights), round_index
+        )
     else:
         table = round_trajectory(config, load_snapshots(snapshots), start_adapter, offset, round_index)
     with atomic_path(output) as staging:
