@@ -30,6 +30,13 @@ class Rollouts:
     def attention_mask(self) -> torch.Tensor:
         return torch.cat([self.prompt_mask, self.completion_mask.long()], dim=1)
 
+    def rows(self, selected: slice) -> Rollouts:
+        """The rollouts of a slice of rows (a micro-batch), padding kept."""
+        return Rollouts(
+            self.prompt_ids[selected], self.prompt_mask[selected], self.completion_ids[selected],
+            self.completion_mask[selected], self.texts[selected],
+        )  # fmt: skip
+
 
 class GenerationBackend(Protocol):
     def generate(self, prompts: list[str], num_samples: int, max_new_tokens: int, temperature: float) -> Rollouts:

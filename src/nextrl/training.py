@@ -27,6 +27,7 @@ from nextrl.advantages import compute_advantages
 from nextrl.dense_weights import save_dense_snapshot
 from nextrl.generation import HFGenerateBackend, Rollouts
 from nextrl.grpo_loss import kl_penalty, masked_aggregate, policy_loss, token_entropy, token_logprobs
+from nextrl.micro_batches import micro_batches, slice_weight
 from nextrl.models import save_model
 from nextrl.tasks import Scorer
 
@@ -134,35 +135,46 @@ def grpo_step(
     advantages = compute_advantages(rl["advantage"], rewards, group_size, scale_by_std=rl["scale_by_std"])
     mask = rollouts.completion_mask
     completion_ids = rollouts.completion_ids
+    parts = micro_batches(len(rollouts.texts), rollouts.input_ids.shape[1], rl["micro_batch_tokens"])
+    whole = len(parts) == 1  # no weighting at all: bit-identical to a step without micro-batches
+
+    def part_logprobs(rows: slice) -> torch.Tensor:
+        return token_logprobs(completion_logits(model, rollouts.rows(rows)), completion_ids[rows], temperature)
+
     with torch.no_grad():
-        old_logprobs = token_logprobs(completion_logits(model, rollouts), completion_ids, temperature)
+        old_logprobs = torch.cat([part_logprobs(rows) for rows in parts])
         ref_logprobs = None
         if rl["kl_coef"] > 0:
             with model.disable_adapter():
-                ref_logprobs = token_logprobs(completion_logits(model, rollouts), completion_ids, temperature)
+                ref_logprobs = torch.cat([part_logprobs(rows) for rows in parts])
     model.train()
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     for _ in range(rl["updates_per_batch"]):
-        logits = completion_logits(model, rollouts)
-        logprobs = token_logprobs(logits, completion_ids, temperature)
-        loss, stats = policy_loss(
-            logprobs, old_logprobs, advantages, mask, rl["clip_eps"], rl["aggregation"],
-            ref_logprobs=ref_logprobs, kl_coef=rl["kl_coef"], kl_estimator=rl["kl_estimator"],
-        )  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
+        loss, entropy, kl = torch.zeros(()), 0.0, 0.0
+        for rows in parts:
+            logits = completion_logits(model, rollouts.rows(rows))
+            logprobs = token_logprobs(logits, completion_ids[rows], temperature)
+            part_ref = None if ref_logprobs is None else ref_logprobs[rows]
+            part_loss, _ = policy_loss(
+                logprobs, old_logprobs[rows], advantages[rows], mask[rows], rl["clip_eps"], rl["aggregation"],
+                ref_logprobs=part_ref, kl_coef=rl["kl_coef"], kl_estimator=rl["kl_estimator"],
+            )  # fmt: skip
+            if not torch.isfinite(part_loss):
+                loss = part_loss
+                break
+            weight = 1.0 if whole else slice_weight(mask, rows, rl["aggregation"])
+            (part_loss if whole else part_loss * weight).backward()
+            loss = loss + weight * part_loss.detach()
+            with torch.no_grad():  # the step's metrics, token-weighted over the batch
+                share = 1.0 if whole else slice_weight(mask, rows, "token")
+                entropy += share * float(masked_aggregate(token_entropy(logits, temperature), mask[rows], "token"))
+                if part_ref is not None:
+                    kl += share * float(masked_aggregate(kl_penalty(logprobs, part_ref, "k3"), mask[rows], "token"))
         if not torch.isfinite(loss):
             break
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for p in model.parameters() if p.requires_grad], rl["max_grad_norm"]
-        )
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, rl["max_grad_norm"])
         optimizer.step()
-    with torch.no_grad():
-        entropy = float(masked_aggregate(token_entropy(logits.detach(), temperature), mask, "token"))
-        kl = (
-            0.0
-            if ref_logprobs is None
-            else float(masked_aggregate(kl_penalty(logprobs.detach(), ref_logprobs, "k3"), mask, "token"))
-        )
     return {
         "reward_mean": float(rewards.mean()),
         "reward_std": float(rewards.std()),
