@@ -74,6 +74,8 @@ from nextrl.config import ConfigError, arm_config, arm_method, plain_arms, valid
             lambda c: c["variants"].update({"none_fast": {"of": "none", "rl": {"mode": "full", "kl_coef": 0.1}}}),
             r"variants.none_fast.rl.mode: full-parameter RL has no KL reference model",
         ),
+        (lambda c: c["rl"].update(lr_schedule="cosine"), r"rl.lr_decay_steps: required when rl.lr_schedule is"),
+        (lambda c: c["rl"].update(micro_batch_tokens=0), r"rl.micro_batch_tokens: 0 is less than the minimum of 1"),
         (lambda c: c.update(arms=["none", "fast"]), r"arms: unknown arm 'fast'"),
         (lambda c: c.update(arms=["next", "linear"]), r"arms: jump arms need `none`"),
     ],

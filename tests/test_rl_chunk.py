@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from nextrl.lr_schedule import learning_rate
 from nextrl.stages import rl_chunk
 from nextrl.training import RLError, train_order
 
@@ -41,8 +42,25 @@ def _same_metrics(tmp_path):
     )
 
 
-def test_chunked_rl_equals_one_continuous_run(tiny_setup, test_config, tmp_path):
+def test_learning_rate_warms_up_then_stays_or_decays_by_hand():
+    rl = {"lr": 1.0, "lr_warmup_steps": 4, "lr_schedule": "cosine", "lr_decay_steps": 10, "lr_min_ratio": 0.1}
+    assert [learning_rate(rl, step) for step in (1, 2, 4)] == [0.25, 0.5, 1.0]
+    assert learning_rate(rl, 9) == pytest.approx(0.55)  # half-way down the cosine: 0.1 + 0.9 · 0.5
+    assert learning_rate(rl, 14) == pytest.approx(0.1) and learning_rate(rl, 40) == pytest.approx(0.1)
+    constant = {**rl, "lr_schedule": "constant"}
+    assert learning_rate(constant, 2) == 0.5 and learning_rate(constant, 40) == 1.0
+
+
+@pytest.mark.parametrize(
+    "schedule", [{}, {"lr_warmup_steps": 3, "lr_schedule": "cosine", "lr_decay_steps": 4}], ids=["constant", "warmup"]
+)
+def test_chunked_rl_equals_one_continuous_run(tiny_setup, test_config, tmp_path, schedule):
+    test_config["rl"].update(schedule)
     steps = _two_chunks_and_one_run(tiny_setup, test_config, tmp_path)
+    lrs = pd.read_parquet(tmp_path / "whole" / "metrics.parquet")["lr"].tolist()
+    assert lrs == [learning_rate(test_config["rl"], step) for step in range(1, 2 * steps + 1)]
+    # warm-up over steps 1–3, decay over 4–7, the floor at 8: the schedule crosses the chunk boundary (step 4)
+    assert len(set(lrs)) == (1 if not schedule else 7)
 
     chunked = load_file(tmp_path / "round1" / "state" / "adapter" / "adapter_model.safetensors")
     whole = load_file(tmp_path / "whole" / "state" / "adapter" / "adapter_model.safetensors")

@@ -138,6 +138,8 @@ def check_cross_keys(config: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"config key rl.snapshot_every: {rl['snapshot_every']} does not divide rl.chunk_steps {rl['chunk_steps']}"
         )
+    if rl["lr_schedule"] == "cosine" and "lr_decay_steps" not in rl:
+        raise ConfigError("config key rl.lr_decay_steps: required when rl.lr_schedule is 'cosine'")
     horizon = config["jump"]["horizon"]
     if horizon % rl["snapshot_every"]:
         raise ConfigError(

@@ -42,6 +42,7 @@ from nextrl.config import round_start_step
 from nextrl.evaluation import evaluate_model
 from nextrl.generation import HFGenerateBackend
 from nextrl.jumps import selected_alpha
+from nextrl.lr_schedule import learning_rate
 from nextrl.models import load_model, load_tokenizer
 from nextrl.seeding import stage_seed
 from nextrl.tasks import make_scorer
@@ -123,6 +124,8 @@ def run(
             began = time.perf_counter()
             batch = train.iloc[train_order(seed, cursor, rl["prompts_per_step"], len(train))]
             cursor += rl["prompts_per_step"]
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(rl, step)
             row = grpo_step(model, optimizer, backend, scorer, batch, rl)
             if not math.isfinite(row["loss"]):
                 raise RLError(
