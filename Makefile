@@ -26,7 +26,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 figures: setup
-	$(BIN)/snakemake figures --cores 2 --forcerun summary
+	$(BIN)/snakemake figures --cores 2 --forcerun summary --rerun-triggers mtime
 
 clean:
 	rm -rf results/*/ .snakemake
