@@ -13,6 +13,7 @@ import argparse
 import importlib
 import inspect
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
             optional = kind is optional_path or dest in RUN_TAGS
             default = "" if kind is optional_path else None  # argparse passes a string default through `type`
             command.add_argument(flag, dest=dest, type=kind, required=not optional, default=default)
+        command.add_argument("--gpus", type=int, default=0, help="GPUs the job leases (nextrl.device_lease)")
     return parser
 
 
@@ -88,9 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     stage = args.stage
     try:
         from nextrl.config import load_config
+        from nextrl.device_lease import lease_for_job
         from nextrl.tracking import log_stage
 
         config = load_config(Path(args.configfile)) if args.configfile else json.loads(args.config_json)
+        lease = lease_for_job(args.gpus, os.environ)  # before the stage imports torch; held until the process ends
         run = importlib.import_module(f"nextrl.stages.{stage}").run
         if "torch" in sys.modules:  # the stages that compute with torch; summary and figures never import it
             sys.modules["torch"].set_num_threads(config.get("threads", 1))
@@ -98,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         record = run(config, **{name: values[name] for name in inspect.signature(run).parameters if name != "config"})
         tags = {"round" if key == "round_index" else key: values[key] for key in RUN_TAGS if values[key] is not None}
         log_stage(args.experiment_dir, stage, tags or {"arm": "shared"}, record)
-    except (ValueError, RuntimeError, FileNotFoundError, KeyError) as error:
+        if lease is not None:
+            lease.release()
+    except (ValueError, RuntimeError, FileNotFoundError, KeyError) as error:  # LeaseError is a RuntimeError
         print(f"nextrl {args.stage}: error: {error}", file=sys.stderr)
         return 1
     return 0
