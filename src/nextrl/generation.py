@@ -52,7 +52,8 @@ def completion_mask(completion_ids: torch.Tensor, eos_token_id: int) -> torch.Te
 
 
 class HFGenerateBackend:
-    """Sampling with ``model.generate`` on the full distribution (no top-k / top-p), in micro-batches."""
+    """Sampling with ``model.generate`` on the full distribution (no top-k / top-p), in micro-batches, on the
+    model's device (the rollouts' tensors stay there; texts are decoded on the CPU)."""
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int) -> None:
         self.model = model
@@ -74,19 +75,24 @@ class HFGenerateBackend:
         )
         was_training = self.model.training
         self.model.eval()
+        device = self.model.device
+        prompt_ids, prompt_mask = encoded["input_ids"].to(device), encoded["attention_mask"].to(device)
         pieces = []
         for start in range(0, len(expanded), self.batch_size):
-            ids = encoded["input_ids"][start : start + self.batch_size]
-            mask = encoded["attention_mask"][start : start + self.batch_size]
+            ids = prompt_ids[start : start + self.batch_size]
+            mask = prompt_mask[start : start + self.batch_size]
             output = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
             completion = output[:, ids.shape[1] :]
-            pad = torch.full((completion.shape[0], max_new_tokens - completion.shape[1]), self.tokenizer.pad_token_id)
+            shape = (completion.shape[0], max_new_tokens - completion.shape[1])
+            pad = torch.full(shape, self.tokenizer.pad_token_id, device=device)
             pieces.append(torch.cat([completion, pad], dim=1))
         self.model.train(was_training)
         completion_ids = torch.cat(pieces, dim=0)
         mask = completion_mask(completion_ids, self.tokenizer.eos_token_id)
         texts = [
             self.tokenizer.decode(row[: int(row_mask.sum())], skip_special_tokens=True)
-            for row, row_mask in zip(completion_ids, mask * (completion_ids != self.tokenizer.eos_token_id))
+            for row, row_mask in zip(
+                completion_ids.cpu(), (mask * (completion_ids != self.tokenizer.eos_token_id)).cpu()
+            )
         ]
-        return Rollouts(encoded["input_ids"], encoded["attention_mask"], completion_ids, mask, texts)
+        return Rollouts(prompt_ids, prompt_mask, completion_ids, mask, texts)

@@ -13,7 +13,9 @@ process running all steps (same seed, CPU, same thread count): the data order is
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -126,20 +128,25 @@ def grpo_step(
     scorer: Scorer,
     batch: pd.DataFrame,
     rl: Mapping[str, Any],
+    forward: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
 ) -> dict[str, float]:
-    """Sample, score, and take ``updates_per_batch`` clipped policy-gradient steps; returns the step's metrics."""
+    """Sample, score, and take ``updates_per_batch`` clipped policy-gradient steps; returns the step's metrics.
+    ``forward`` wraps every forward pass (bf16 autocast on CUDA, :func:`nextrl.runtime.forward_context`)."""
     group_size, temperature = rl["group_size"], rl["temperature"]
     rollouts = backend.generate(batch["prompt"].tolist(), group_size, rl["max_new_tokens"], temperature)
     entries = [entry for entry in batch["entry"] for _ in range(group_size)]
     rewards = torch.tensor([scorer(text, entry) for text, entry in zip(rollouts.texts, entries)], dtype=torch.float32)
-    advantages = compute_advantages(rl["advantage"], rewards, group_size, scale_by_std=rl["scale_by_std"])
     mask = rollouts.completion_mask
+    advantages = compute_advantages(rl["advantage"], rewards, group_size, scale_by_std=rl["scale_by_std"]).to(
+        mask.device
+    )
     completion_ids = rollouts.completion_ids
     parts = micro_batches(len(rollouts.texts), rollouts.input_ids.shape[1], rl["micro_batch_tokens"])
     whole = len(parts) == 1  # no weighting at all: bit-identical to a step without micro-batches
 
     def part_logprobs(rows: slice) -> torch.Tensor:
-        return token_logprobs(completion_logits(model, rollouts.rows(rows)), completion_ids[rows], temperature)
+        with forward():
+            return token_logprobs(completion_logits(model, rollouts.rows(rows)), completion_ids[rows], temperature)
 
     with torch.no_grad():
         old_logprobs = torch.cat([part_logprobs(rows) for rows in parts])
@@ -153,13 +160,14 @@ def grpo_step(
         optimizer.zero_grad(set_to_none=True)
         loss, entropy, kl = torch.zeros(()), 0.0, 0.0
         for rows in parts:
-            logits = completion_logits(model, rollouts.rows(rows))
-            logprobs = token_logprobs(logits, completion_ids[rows], temperature)
             part_ref = None if ref_logprobs is None else ref_logprobs[rows]
-            part_loss, _ = policy_loss(
-                logprobs, old_logprobs[rows], advantages[rows], mask[rows], rl["clip_eps"], rl["aggregation"],
-                ref_logprobs=part_ref, kl_coef=rl["kl_coef"], kl_estimator=rl["kl_estimator"],
-            )  # fmt: skip
+            with forward():
+                logits = completion_logits(model, rollouts.rows(rows))
+                logprobs = token_logprobs(logits, completion_ids[rows], temperature)
+                part_loss, _ = policy_loss(
+                    logprobs, old_logprobs[rows], advantages[rows], mask[rows], rl["clip_eps"], rl["aggregation"],
+                    ref_logprobs=part_ref, kl_coef=rl["kl_coef"], kl_estimator=rl["kl_estimator"],
+                )  # fmt: skip
             if not torch.isfinite(part_loss):
                 loss = part_loss
                 break

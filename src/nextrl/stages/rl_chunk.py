@@ -43,7 +43,8 @@ from nextrl.evaluation import evaluate_model
 from nextrl.generation import HFGenerateBackend
 from nextrl.jumps import selected_alpha
 from nextrl.lr_schedule import learning_rate
-from nextrl.models import load_model, load_tokenizer
+from nextrl.models import load_tokenizer
+from nextrl.runtime import forward_context, resolve_device, training_model
 from nextrl.seeding import stage_seed
 from nextrl.tasks import make_scorer
 from nextrl.tracking import StageRecord
@@ -85,14 +86,20 @@ def run(
     saved = load_training_state(resume, first_step) if resume is not None else None
     jumped = jump_selection is not None and selected_alpha(pd.read_parquet(jump_selection)) != 0.0
     fresh_adapter = saved is None or (jump_selection is not None and config["jump"]["continuation"] == "fresh")
-    if rl["mode"] == "full":  # the previous round's own weights, unless a jump wrote the start model
+    runtime, full = config["runtime"], rl["mode"] == "full"
+    device = resolve_device(runtime)
+    if full:  # the previous round's own weights, unless a jump wrote the start model
         resumes_weights = saved is not None and jump_selection is None
-        model = full_parameter_model(load_model(resume / STATE_MODEL if resumes_weights else start_model))
+        source = resume / STATE_MODEL if resumes_weights else start_model
+        model = full_parameter_model(training_model(source, runtime, device, full))
     elif fresh_adapter:
-        model = attach_lora(load_model(start_model), config["lora"], seed=stage_seed(seed, round_index))
+        base = training_model(start_model, runtime, device, full)
+        model = attach_lora(base, config["lora"], seed=stage_seed(seed, round_index))
     else:
-        model = PeftModel.from_pretrained(load_model(start_model), resume / STATE_ADAPTER, is_trainable=True)
-    model.float()
+        base = training_model(start_model, runtime, device, full)
+        model = PeftModel.from_pretrained(base, resume / STATE_ADAPTER, is_trainable=True)
+    if full or runtime["dtype"] == "float32":
+        model.float()
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=rl["lr"], weight_decay=rl["weight_decay"], betas=(0.9, 0.99))
     if saved is None:
@@ -126,7 +133,7 @@ def run(
             cursor += rl["prompts_per_step"]
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(rl, step)
-            row = grpo_step(model, optimizer, backend, scorer, batch, rl)
+            row = grpo_step(model, optimizer, backend, scorer, batch, rl, forward_context(runtime, device))
             if not math.isfinite(row["loss"]):
                 raise RLError(
                     f"rl: non-finite loss ({row['loss']}) at RL step {step}; lower rl.lr or check the rewards"

@@ -1,0 +1,56 @@
+"""Where and in what precision the RL chunk computes (config ``runtime``; gpu.md, "Training side on a GPU").
+
+* ``device``: ``cpu``, ``cuda`` (an error naming the key when torch finds no CUDA device — no silent fall-back, so a
+  GPU config never crawls on the CPU unnoticed) or ``auto`` (CUDA when present, else the CPU).
+* ``dtype``: the frozen base weights' dtype under LoRA. LoRA parameters and so AdamW's state stay fp32 (peft upcasts
+  adapters of a bf16 base, ``autocast_adapter_dtype``), log-softmax runs in fp32 (:mod:`nextrl.grpo_loss`), and on
+  CUDA the forward runs under bf16 autocast. Full-parameter RL keeps fp32 master weights whatever ``dtype`` says.
+* ``gradient_checkpointing``: enabled (non-reentrant, ``use_cache`` off) before peft wraps the model.
+
+The CPU default (cpu, float32, no checkpointing) changes nothing: same seed, same Parquet, bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel
+
+from nextrl.models import load_model
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def resolve_device(runtime: Mapping[str, Any]) -> torch.device:
+    """The device ``runtime.device`` names; RuntimeError naming the key for ``cuda`` without CUDA."""
+    if runtime["device"] == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            "runtime.device: cuda, but torch finds no CUDA device (torch.cuda.is_available() is False); "
+            "use device: auto or cpu"
+        )
+    if runtime["device"] == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(runtime["device"])
+
+
+def training_model(model_dir: Path, runtime: Mapping[str, Any], device: torch.device, full: bool) -> PreTrainedModel:
+    """The start model for an RL chunk: in ``runtime.dtype`` (fp32 for full-parameter RL), with gradient
+    checkpointing when asked, on ``device``."""
+    model = load_model(model_dir, dtype=torch.float32 if full else DTYPES[runtime["dtype"]])
+    if runtime["gradient_checkpointing"]:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+        model.enable_input_require_grads()
+    return model.to(device)
+
+
+def forward_context(runtime: Mapping[str, Any], device: torch.device) -> Callable[[], AbstractContextManager[Any]]:
+    """A context for the forward passes: bf16 autocast on CUDA with a bf16 base, else nothing."""
+    if device.type == "cuda" and runtime["dtype"] == "bfloat16":
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
