@@ -24,6 +24,9 @@ class FixedRollouts:
     def __init__(self, rollouts: Rollouts) -> None:
         self.rollouts = rollouts
 
+    def sync(self) -> None:
+        """The rollouts are fixed: nothing to serve."""
+
     def generate(self, prompts, num_samples, max_new_tokens, temperature) -> Rollouts:
         return self.rollouts
 

@@ -145,6 +145,16 @@ def check_cross_keys(config: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"config key jump.horizon: {horizon} is not a multiple of rl.snapshot_every {rl['snapshot_every']}"
         )
+    if config["rollout"]["backend"] == "vllm":
+        from nextrl.vllm_backend import vllm_installed
+
+        if not vllm_installed():
+            raise ConfigError(
+                "config key rollout.backend: vllm is not installed in this environment (pip install -e '.[gpu]' on a "
+                "CUDA machine, or envs/gpu.yaml); use backend: hf"
+            )
+        if rl["mode"] != "lora":
+            raise ConfigError("config key rollout.backend: vllm serves LoRA adapters; rl.mode full needs backend: hf")
     model = config["model"]
     if model["source"] == "local":
         if not model.get("path"):

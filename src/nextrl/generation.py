@@ -1,4 +1,4 @@
-"""Rollout generation behind one interface: HF ``model.generate`` now, vLLM for GPU runs later.
+"""Rollout generation behind one interface: HF ``model.generate`` here, vLLM for GPU runs (:mod:`nextrl.vllm_backend`).
 
 A backend turns prompts into :class:`Rollouts`: token ids of prompts (left-padded) and completions, and the
 completion mask — 1 on every generated token up to and including the first EOS, 0 after it and on padding
@@ -21,6 +21,7 @@ class Rollouts:
     completion_ids: torch.Tensor  # (B, C)
     completion_mask: torch.Tensor  # (B, C) float, 1 up to and including the first EOS
     texts: list[str]  # completions decoded up to (not including) the first EOS
+    sampler_logprobs: torch.Tensor | None = None  # (B, C) the sampling engine's log-probs of the sampled tokens
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -32,13 +33,18 @@ class Rollouts:
 
     def rows(self, selected: slice) -> Rollouts:
         """The rollouts of a slice of rows (a micro-batch), padding kept."""
+        sampler = None if self.sampler_logprobs is None else self.sampler_logprobs[selected]
         return Rollouts(
             self.prompt_ids[selected], self.prompt_mask[selected], self.completion_ids[selected],
-            self.completion_mask[selected], self.texts[selected],
+            self.completion_mask[selected], self.texts[selected], sampler,
         )  # fmt: skip
 
 
 class GenerationBackend(Protocol):
+    def sync(self) -> None:
+        """Serve the trained model's current weights from now on (each RL step calls it before sampling)."""
+        ...
+
     def generate(self, prompts: list[str], num_samples: int, max_new_tokens: int, temperature: float) -> Rollouts:
         """``num_samples`` completions per prompt, grouped contiguously; temperature 0 means greedy."""
         ...
@@ -59,6 +65,9 @@ class HFGenerateBackend:
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+
+    def sync(self) -> None:
+        """Nothing to do: this backend samples from the trained model object itself."""
 
     @torch.no_grad()
     def generate(self, prompts: list[str], num_samples: int, max_new_tokens: int, temperature: float) -> Rollouts:

@@ -27,8 +27,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from nextrl.advantages import compute_advantages
 from nextrl.dense_weights import save_dense_snapshot
-from nextrl.generation import HFGenerateBackend, Rollouts
+from nextrl.generation import GenerationBackend, Rollouts
 from nextrl.grpo_loss import kl_penalty, masked_aggregate, policy_loss, token_entropy, token_logprobs
+from nextrl.importance import sequence_weights
 from nextrl.micro_batches import micro_batches, slice_weight
 from nextrl.models import save_model
 from nextrl.tasks import Scorer
@@ -124,15 +125,18 @@ def load_training_state(directory: Path, expected_step: int) -> dict[str, Any]:
 def grpo_step(
     model: PeftModel,
     optimizer: torch.optim.Optimizer,
-    backend: HFGenerateBackend,
+    backend: GenerationBackend,
     scorer: Scorer,
     batch: pd.DataFrame,
     rl: Mapping[str, Any],
     forward: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
 ) -> dict[str, float]:
     """Sample, score, and take ``updates_per_batch`` clipped policy-gradient steps; returns the step's metrics.
+    Rollouts that carry the sampler's log-probs (vLLM) get the truncated importance ratio on their advantages and
+    its metrics (:mod:`nextrl.importance`).
     ``forward`` wraps every forward pass (bf16 autocast on CUDA, :func:`nextrl.runtime.forward_context`)."""
     group_size, temperature = rl["group_size"], rl["temperature"]
+    backend.sync()
     rollouts = backend.generate(batch["prompt"].tolist(), group_size, rl["max_new_tokens"], temperature)
     entries = [entry for entry in batch["entry"] for _ in range(group_size)]
     rewards = torch.tensor([scorer(text, entry) for text, entry in zip(rollouts.texts, entries)], dtype=torch.float32)
@@ -154,6 +158,11 @@ def grpo_step(
         if rl["kl_coef"] > 0:
             with model.disable_adapter():
                 ref_logprobs = torch.cat([part_logprobs(rows) for rows in parts])
+    corrections: dict[str, float] = {}
+    if rollouts.sampler_logprobs is not None:  # sampled by another engine: truncated sequence-level IS
+        weights, corrections = sequence_weights(old_logprobs, rollouts.sampler_logprobs.to(mask.device), mask,
+                                                rl["rollout_is_cap"])  # fmt: skip
+        advantages = advantages * weights
     model.train()
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     for _ in range(rl["updates_per_batch"]):
@@ -194,4 +203,5 @@ def grpo_step(
         "grad_norm": float(grad_norm) if torch.isfinite(loss) else float("nan"),
         "lr": optimizer.param_groups[0]["lr"],
         "tokens": int(mask.sum()),
+        **corrections,
     }

@@ -14,19 +14,24 @@ Full-parameter mode (``rl.mode: full``): the same loop trains every weight; snap
 resumed exactly like it. After a jump the round starts from the jumped model and, with ``carry``, the AdamW state
 (``fresh``: a new one).
 
+Rollouts come from the trained model's own ``generate`` (``rollout.backend: hf``) or from a vLLM engine built before
+the training copy and served the current LoRA every step (``vllm``, :mod:`nextrl.vllm_backend`; its per-step
+adapter copies live in a temporary directory beside the output).
+
 Output directory (written atomically as a whole)::
 
     snapshots/step_<t>/     PEFT adapter (fp32 safetensors) every ``snapshot_every`` steps, t = global RL step;
                             full mode: weights.safetensors (every trained weight, fp32)
     state/adapter/          the adapter at the chunk's end (full mode: state/model/, a HF model directory)
     state/training_state.pt optimizer state, torch RNG state, data cursor, global step
-    metrics.parquet         one row per RL step (METRIC_COLUMNS)
+    metrics.parquet         one row per RL step (METRIC_COLUMNS; with vLLM rollouts also IS_COLUMNS)
     eval.parquet            validation accuracy at every snapshot and, when evaluated, the start (EVAL_COLUMNS)
 """
 
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,6 +46,7 @@ from nextrl.artifacts import atomic_path
 from nextrl.config import round_start_step
 from nextrl.evaluation import evaluate_model
 from nextrl.generation import HFGenerateBackend
+from nextrl.importance import IS_COLUMNS
 from nextrl.jumps import selected_alpha
 from nextrl.lr_schedule import learning_rate
 from nextrl.models import load_tokenizer
@@ -60,6 +66,7 @@ from nextrl.training import (
     save_training_state,
     train_order,
 )  # fmt: skip
+from nextrl.vllm_backend import VLLMBackend, engine_options, vllm_api
 
 METRIC_COLUMNS = (
     "step", "reward_mean", "reward_std", "accuracy", "loss", "kl", "entropy",
@@ -88,6 +95,11 @@ def run(
     fresh_adapter = saved is None or (jump_selection is not None and config["jump"]["continuation"] == "fresh")
     runtime, full = config["runtime"], rl["mode"] == "full"
     device = resolve_device(runtime)
+    vllm = config["rollout"]["backend"] == "vllm"
+    if vllm:  # the engine first: it sizes its memory share before the training copy exists (gpu.md)
+        api = vllm_api()
+        options = engine_options([config["lora"]["r"]], config["rollout"]["gpu_memory_utilization"], seed)
+        engine = api.LLM(model=str(start_model), **options)
     if full:  # the previous round's own weights, unless a jump wrote the start model
         resumes_weights = saved is not None and jump_selection is None
         source = resume / STATE_MODEL if resumes_weights else start_model
@@ -114,7 +126,13 @@ def run(
     train = pd.read_parquet(data / "train.parquet")
     validation = pd.read_parquet(data / "validation.parquet")
     scorer = make_scorer(config["task"])
-    backend = HFGenerateBackend(model, tokenizer, batch_size=rl["generation_batch_size"])
+    output.parent.mkdir(parents=True, exist_ok=True)
+    served = tempfile.TemporaryDirectory(prefix=".vllm_adapters.", dir=output.parent) if vllm else None
+    backend = (
+        VLLMBackend(api, engine, tokenizer, model.save_pretrained, Path(served.name), stage_seed(seed, round_index))
+        if vllm
+        else HFGenerateBackend(model, tokenizer, batch_size=rl["generation_batch_size"])
+    )
 
     def validation_accuracy(step: int) -> dict[str, Any]:
         scored = evaluate_model(model, tokenizer, validation, scorer, evaluation, f"validation @ {step}")
@@ -149,7 +167,7 @@ def run(
             )
         progress.close()
         save_training_state(staging / "state", model, tokenizer, optimizer, first_step + rl["chunk_steps"], cursor)
-        metrics_table = pd.DataFrame(metrics, columns=list(METRIC_COLUMNS))
+        metrics_table = pd.DataFrame(metrics, columns=list(METRIC_COLUMNS) + (list(IS_COLUMNS) if vllm else []))
         eval_table = pd.DataFrame(evaluations, columns=list(EVAL_COLUMNS))
         metrics_table.to_parquet(staging / "metrics.parquet", index=False)
         eval_table.to_parquet(staging / "eval.parquet", index=False)

@@ -1,0 +1,157 @@
+"""vLLM behind the rollout interface (``rollout.backend: vllm``), and multi-LoRA scoring of candidate jumps.
+
+vLLM is imported lazily (:func:`vllm_api`), only by GPU runs; every class here takes the three vLLM names it uses
+(``LLM`` engine, ``SamplingParams``, ``LoRARequest``) as a :class:`VLLMApi`, so the CPU tests drive the same code with
+a fake engine. Design (gpu.md): one engine per job, built before the training copy; the current adapter is served
+each RL step as a new ``LoRARequest`` — a new name and id per version, since vLLM does not reload an adapter re-added
+under a known id (failure 1 of gpu.md) — without merging and without sleep mode; ``n = group_size`` samples per
+prompt, seeded per step; the sampled tokens' log-probs come back for the importance correction
+(:mod:`nextrl.importance`). Scoring candidates: one engine with every candidate adapter loaded at once
+(``max_loras`` = candidates, ``max_lora_rank`` the next slot size vLLM allows), one greedy ``generate`` over every
+(candidate, prompt) pair.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from nextrl.generation import Rollouts, completion_mask
+
+LORA_SLOTS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+"""The ``max_lora_rank`` values vLLM accepts; an adapter of rank r loads into the smallest slot ≥ r."""
+
+
+class VLLMError(RuntimeError):
+    """vLLM missing or asked for something it cannot do; the message names the config key."""
+
+
+@dataclass(frozen=True)
+class VLLMApi:
+    """The vLLM names this module uses: the engine class, the sampling parameters and the adapter request."""
+
+    LLM: Callable[..., Any]
+    SamplingParams: Callable[..., Any]
+    LoRARequest: Callable[..., Any]
+
+
+def vllm_installed() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def vllm_api() -> VLLMApi:
+    """The real vLLM (imported here, never at module import); VLLMError naming the key when it is missing."""
+    if not vllm_installed():
+        raise VLLMError(
+            "rollout.backend: vllm is not installed in this environment (pip install -e '.[gpu]' on a CUDA machine, "
+            "or envs/gpu.yaml); use backend: hf"
+        )
+    import vllm
+    from vllm.lora.request import LoRARequest
+
+    return VLLMApi(vllm.LLM, vllm.SamplingParams, LoRARequest)
+
+
+def lora_slot(rank: int) -> int:
+    """The smallest ``max_lora_rank`` vLLM allows that holds an adapter of ``rank``."""
+    for slot in LORA_SLOTS:
+        if rank <= slot:
+            return slot
+    raise VLLMError(f"lora.r: rank {rank} exceeds vLLM's largest LoRA slot {LORA_SLOTS[-1]}")
+
+
+def engine_options(ranks: Sequence[int], memory_fraction: float, seed: int) -> dict[str, Any]:
+    """``LLM(...)`` keyword arguments serving ``len(ranks)`` adapters at once."""
+    return {
+        "enable_lora": True, "max_loras": len(ranks), "max_cpu_loras": len(ranks),
+        "max_lora_rank": lora_slot(max(ranks)), "gpu_memory_utilization": memory_fraction, "seed": seed,
+    }  # fmt: skip
+
+
+class AdapterVersions:
+    """A fresh ``LoRARequest`` (new name, new id) for every adapter version published."""
+
+    def __init__(self, api: VLLMApi, prefix: str) -> None:
+        self.api, self.prefix, self.version = api, prefix, 0
+
+    def request(self, path: Path) -> Any:
+        self.version += 1
+        return self.api.LoRARequest(f"{self.prefix}-v{self.version}", self.version, str(path))
+
+
+class VLLMBackend:
+    """Rollouts from a vLLM engine serving the trained LoRA (the :class:`nextrl.generation.GenerationBackend`
+    interface). ``save_adapter(path)`` writes the trainer's current adapter (peft ``save_pretrained``)."""
+
+    def __init__(
+        self,
+        api: VLLMApi,
+        engine: Any,
+        tokenizer: PreTrainedTokenizerBase,
+        save_adapter: Callable[[Path], None],
+        adapter_dir: Path,
+        seed: int,
+    ) -> None:
+        self.api, self.engine, self.tokenizer = api, engine, tokenizer
+        self.save_adapter, self.adapter_dir, self.seed = save_adapter, adapter_dir, seed
+        self.versions = AdapterVersions(api, "policy")
+        self.current: Any = None
+        self.calls = 0
+
+    def sync(self) -> None:
+        path = self.adapter_dir / f"v{self.versions.version + 1}"
+        self.save_adapter(path)
+        self.current = self.versions.request(path)
+
+    def generate(self, prompts: list[str], num_samples: int, max_new_tokens: int, temperature: float) -> Rollouts:
+        if self.current is None:
+            raise VLLMError("rollout.backend vllm: generate before sync (no adapter served yet)")
+        self.calls += 1
+        params = self.api.SamplingParams(
+            n=num_samples, temperature=temperature, max_tokens=max_new_tokens, seed=self.seed + self.calls, logprobs=0
+        )
+        outputs = self.engine.generate(prompts, params, lora_request=self.current)
+        samples = [sample for output in outputs for sample in output.outputs]
+        return rollouts_from_samples(self.tokenizer, [p for p in prompts for _ in range(num_samples)], samples,
+                                     max_new_tokens)  # fmt: skip
+
+
+def rollouts_from_samples(
+    tokenizer: PreTrainedTokenizerBase, prompts: list[str], samples: Sequence[Any], max_new_tokens: int
+) -> Rollouts:
+    """Rollouts (prompts left-padded as the HF backend pads them) with the sampler's log-probs of each sampled
+    token (vLLM's ``logprobs=0`` returns the sampled token's entry at every position)."""
+    encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    ids = torch.full((len(samples), max_new_tokens), tokenizer.pad_token_id, dtype=torch.long)
+    sampler = torch.zeros(len(samples), max_new_tokens)
+    for row, sample in enumerate(samples):
+        tokens = list(sample.token_ids)[:max_new_tokens]
+        ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        for position, (token, entries) in enumerate(zip(tokens, sample.logprobs or [], strict=False)):
+            sampler[row, position] = float(entries[token].logprob)
+    mask = completion_mask(ids, tokenizer.eos_token_id)
+    lengths = (mask * (ids != tokenizer.eos_token_id)).sum(dim=1).long()
+    texts = [tokenizer.decode(row[:length], skip_special_tokens=True) for row, length in zip(ids, lengths, strict=True)]
+    return Rollouts(encoded["input_ids"], encoded["attention_mask"], ids, mask, texts, sampler)
+
+
+def score_candidates(
+    api: VLLMApi, engine: Any, candidates: Mapping[str, Path], prompts: list[str], max_new_tokens: int
+) -> dict[str, list[str]]:
+    """Greedy completions of every prompt under every candidate adapter, in one ``generate`` call."""
+    requests = {name: api.LoRARequest(name, index, str(path)) for index, (name, path) in
+                enumerate(candidates.items(), start=1)}  # fmt: skip
+    pairs = [(name, prompt) for name in candidates for prompt in prompts]
+    params = api.SamplingParams(n=1, temperature=0.0, max_tokens=max_new_tokens)
+    outputs = engine.generate([prompt for _, prompt in pairs], params,
+                              lora_request=[requests[name] for name, _ in pairs])  # fmt: skip
+    texts: dict[str, list[str]] = {name: [] for name in candidates}
+    for (name, _), output in zip(pairs, outputs, strict=True):
+        texts[name].append(output.outputs[0].text)
+    return texts

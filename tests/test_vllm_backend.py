@@ -1,0 +1,113 @@
+"""The vLLM plumbing against a fake engine with vLLM's interface: adapter versions, sampling parameters, rollouts
+with the sampler's log-probs, one generate for every (candidate, prompt) pair, LoRA slot sizes; and the clear error
+where vLLM is not installed (CI has none)."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from nextrl.models import load_tokenizer
+from nextrl.vllm_backend import (
+    VLLMApi,
+    VLLMBackend,
+    VLLMError,
+    engine_options,
+    lora_slot,
+    score_candidates,
+    vllm_api,
+    vllm_installed,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FakeLoRARequest:
+    lora_name: str
+    lora_int_id: int
+    lora_path: str
+
+
+@dataclass
+class FakeEngine:
+    """Answers every prompt with "12" then EOS; the log-prob of position p is −0.1·(p + 1)."""
+
+    eos: int
+    encode: object
+    calls: list = field(default_factory=list)
+
+    def generate(self, prompts, params, lora_request=None):
+        self.calls.append((list(prompts), params, lora_request))
+        tokens = [*self.encode("12"), self.eos]
+        sample = SimpleNamespace(
+            token_ids=tokens, text="12",
+            logprobs=[{token: SimpleNamespace(logprob=-0.1 * (p + 1))} for p, token in enumerate(tokens)],
+        )  # fmt: skip
+        return [SimpleNamespace(outputs=[sample] * params.n) for _ in prompts]
+
+
+def fake_api() -> VLLMApi:
+    return VLLMApi(LLM=None, SamplingParams=lambda **kw: SimpleNamespace(**kw), LoRARequest=FakeLoRARequest)
+
+
+@pytest.fixture
+def tokenizer(tiny_setup):
+    return load_tokenizer(tiny_setup["base"])
+
+
+def test_every_sync_serves_a_new_adapter_version(tokenizer, tmp_path):
+    engine = FakeEngine(tokenizer.eos_token_id, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"])
+    saved = []
+    backend = VLLMBackend(fake_api(), engine, tokenizer, saved.append, tmp_path, seed=7)
+    with pytest.raises(VLLMError, match="generate before sync"):
+        backend.generate(["1+1="], 2, 4, 1.0)
+    requests = []
+    for _ in range(2):
+        backend.sync()
+        backend.generate(["1+1=", "2+3="], 3, 4, 1.0)
+        requests.append(engine.calls[-1][2])
+    assert [r.lora_name for r in requests] == ["policy-v1", "policy-v2"]
+    assert [r.lora_int_id for r in requests] == [1, 2]
+    assert [Path(r.lora_path) for r in requests] == saved == [tmp_path / "v1", tmp_path / "v2"]
+    params = engine.calls[-1][1]
+    assert (params.n, params.temperature, params.max_tokens, params.logprobs) == (3, 1.0, 4, 0)
+    assert [call[1].seed for call in engine.calls] == [8, 9]  # seeded per step
+
+
+def test_rollouts_carry_the_samplers_logprobs_up_to_eos(tokenizer, tmp_path):
+    engine = FakeEngine(tokenizer.eos_token_id, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"])
+    backend = VLLMBackend(fake_api(), engine, tokenizer, lambda path: None, tmp_path, seed=0)
+    backend.sync()
+    rollouts = backend.generate(["1+1=", "12+3="], 2, 5, 1.0)
+    assert rollouts.texts == ["12"] * 4 and rollouts.completion_ids.shape == (4, 5)
+    assert rollouts.completion_mask[0].tolist() == [1, 1, 1, 0, 0]  # "1", "2", EOS; then padding
+    assert rollouts.sampler_logprobs[0, :3].tolist() == pytest.approx([-0.1, -0.2, -0.3])
+    assert rollouts.prompt_ids.shape[0] == 4 and rollouts.prompt_mask[0, 0] == 0  # left-padded like the HF backend
+    assert torch.equal(rollouts.rows(slice(1, 3)).sampler_logprobs, rollouts.sampler_logprobs[1:3])
+
+
+def test_candidates_are_scored_in_one_generate_with_one_request_each(tokenizer):
+    engine = FakeEngine(tokenizer.eos_token_id, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"])
+    candidates = {"alpha_0": Path("c/alpha_0"), "alpha_1": Path("c/alpha_1"), "alpha_2": Path("c/alpha_2")}
+    texts = score_candidates(fake_api(), engine, candidates, ["1+1=", "2+2="], max_new_tokens=4)
+    assert len(engine.calls) == 1
+    prompts, params, requests = engine.calls[0]
+    assert prompts == ["1+1=", "2+2="] * 3 and params.temperature == 0.0
+    assert [r.lora_name for r in requests] == ["alpha_0"] * 2 + ["alpha_1"] * 2 + ["alpha_2"] * 2
+    assert sorted({r.lora_int_id for r in requests}) == [1, 2, 3]
+    assert texts == {name: ["12", "12"] for name in candidates}
+
+
+def test_lora_slots_and_engine_options():
+    assert [lora_slot(rank) for rank in (1, 2, 8, 9, 64, 65, 320, 321)] == [1, 8, 8, 16, 64, 128, 320, 512]
+    with pytest.raises(VLLMError, match="lora.r: rank 513 exceeds"):
+        lora_slot(513)
+    options = engine_options([65, 65, 65], memory_fraction=0.3, seed=1)
+    assert (options["max_loras"], options["max_lora_rank"], options["max_cpu_loras"]) == (3, 128, 3)
+
+
+@pytest.mark.skipif(vllm_installed(), reason="vLLM is installed here: the missing-vLLM error cannot be shown")
+def test_vllm_missing_is_named():
+    with pytest.raises(VLLMError, match="rollout.backend: vllm is not installed"):
+        vllm_api()
