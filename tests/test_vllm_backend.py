@@ -111,3 +111,17 @@ def test_lora_slots_and_engine_options():
 def test_vllm_missing_is_named():
     with pytest.raises(VLLMError, match="rollout.backend: vllm is not installed"):
         vllm_api()
+
+
+def test_candidate_accuracies_score_every_adapter_from_one_generate(tokenizer):
+    import pandas as pd
+
+    from nextrl.vllm_backend import candidate_accuracies
+
+    engine = FakeEngine(tokenizer.eos_token_id, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"])
+    items = pd.DataFrame({"prompt": ["5+7=", "6+6=", "1+1="], "entry": ["12", "12", "2"]})
+    table = candidate_accuracies(fake_api(), engine, {"alpha_0": Path("a0"), "alpha_1": Path("a1")}, items,
+                                 lambda text, entry: float(text == entry), max_new_tokens=4)  # fmt: skip
+    assert len(engine.calls) == 1
+    assert table["name"].tolist() == ["alpha_0", "alpha_1"] and table["accuracy"].tolist() == pytest.approx([2 / 3] * 2)
+    assert table["n_items"].tolist() == [3, 3]

@@ -62,9 +62,20 @@ def score_adapters(
     items: pd.DataFrame,
     scorer: Scorer,
     evaluation: Mapping[str, Any],
+    rollout: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Greedy accuracy on ``items`` of ``start_model`` with each PEFT adapter in turn (one model, adapters loaded
-    side by side); columns name, accuracy, n_items, seconds (load + evaluation of that adapter)."""
+    side by side); columns name, accuracy, n_items, seconds (load + evaluation of that adapter). With
+    ``rollout.backend: vllm``, one vLLM engine holds every adapter at once and one generate scores them all
+    (:func:`nextrl.vllm_backend.candidate_accuracies`)."""
+    if rollout is not None and rollout["backend"] == "vllm":
+        from nextrl.adapters import load_adapter
+        from nextrl.vllm_backend import candidate_accuracies, engine_options, vllm_api
+
+        api = vllm_api()
+        ranks = [int(load_adapter(directory).config["r"]) for directory in adapters.values()]
+        engine = api.LLM(model=str(start_model), **engine_options(ranks, rollout["gpu_memory_utilization"], 0))
+        return candidate_accuracies(api, engine, adapters, items, scorer, evaluation["max_new_tokens"])
     from peft import PeftModel
 
     from nextrl.models import load_model, load_tokenizer

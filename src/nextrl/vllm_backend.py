@@ -155,3 +155,29 @@ def score_candidates(
     for (name, _), output in zip(pairs, outputs, strict=True):
         texts[name].append(output.outputs[0].text)
     return texts
+
+
+def candidate_accuracies(
+    api: VLLMApi,
+    engine: Any,
+    adapters: Mapping[str, Path],
+    items: Any,
+    scorer: Callable[[str, Any], float],
+    max_new_tokens: int,
+) -> Any:
+    """Greedy accuracy of every adapter on ``items`` (prompt, entry columns) from one :func:`score_candidates` call;
+    the table of :func:`nextrl.evaluation.score_adapters` (name, accuracy, n_items, seconds: the shared call's
+    time split evenly, since one generate scores them all)."""
+    import time
+
+    import pandas as pd
+
+    began = time.perf_counter()
+    texts = score_candidates(api, engine, adapters, items["prompt"].tolist(), max_new_tokens)
+    seconds = (time.perf_counter() - began) / max(1, len(adapters))
+    rows = [
+        {"name": name, "accuracy": sum(scorer(text, entry) for text, entry in zip(completions, items["entry"],
+         strict=True)) / len(items), "n_items": len(items), "seconds": seconds}
+        for name, completions in texts.items()
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=["name", "accuracy", "n_items", "seconds"])
