@@ -53,6 +53,7 @@ def experiment_dir(_):
 
 # What every stage call shares; the interpreter running Snakemake runs the stages too (the project venv).
 STAGE = {"config": config_of, "experiment_dir": experiment_dir, "nextrl": f"{sys.executable} -m nextrl.cli"}
+GPU_JOB = config["runtime"]["gpus"]  # the `gpu` resource of every job that runs the model (0 on the CPU)
 # --gpus: the job's GPU resource; the stage leases that many devices itself (nextrl.device_lease): Snakemake only counts.
 SHARED_OPTIONS = "--config-json {params.config:q} --experiment-dir {params.experiment_dir} --gpus {resources.gpu}"
 RUN_OPTIONS = "--arm {wildcards.arm} --seed {wildcards.seed} --round {wildcards.round}"

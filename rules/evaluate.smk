@@ -10,6 +10,8 @@ rule evaluate_test:
         model=final_model,
         adapter=final_adapter,
     threads: config["threads"]
+    resources:
+        gpu=GPU_JOB,
     log:
         log_path("evaluate_test"),
     benchmark:
@@ -33,6 +35,8 @@ rule evaluate_base:
     params:
         **STAGE,
     threads: config["threads"]
+    resources:
+        gpu=GPU_JOB,
     log:
         f"{RESULTS}/logs/evaluate_base.log",
     benchmark:

@@ -85,6 +85,8 @@ rule select:
         start_offset=start_offset,
         adapter=final_adapter,
     threads: config["threads"]
+    resources:
+        gpu=GPU_JOB,
     log:
         log_path("select"),
     benchmark:

@@ -11,6 +11,8 @@ rule probe:
         start_model=start_model,
         start_adapter=start_adapter,
     threads: config["threads"]
+    resources:
+        gpu=GPU_JOB,
     log:
         log_path("probe"),
     benchmark:

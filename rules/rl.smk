@@ -16,6 +16,7 @@ rule rl_chunk:
     benchmark:
         benchmark_path("rl_chunk")
     resources:
+        gpu=GPU_JOB,
         runtime=120,
     conda:
         "../envs/cpu.yaml"

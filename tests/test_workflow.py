@@ -201,6 +201,33 @@ def test_full_parameter_experiment_jumps_from_dense_deltas(tmp_path: Path):
     assert set(pd.read_csv(results / "summary" / "ablation.csv")["training"]) == {"full"}
 
 
+def test_the_paper_config_plans_its_dag_with_gpu_jobs(tmp_path: Path):
+    """config/qwen2.5-1.5b.yaml on stand-ins for the model and the math file (vLLM is not installed here, so the
+    plan uses backend hf; the config as shipped says why it cannot run here)."""
+    from nextrl.models import build_char_tokenizer, build_tiny_model, save_model
+
+    directory = workdir(tmp_path)
+    tokenizer = build_char_tokenizer()
+    shape = {"hidden_size": 16, "intermediate_size": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1,
+             "max_positions": 32}  # fmt: skip
+    save_model(build_tiny_model(tokenizer, shape, seed=0), tokenizer, directory / "models" / "Qwen2.5-1.5B-Instruct")
+    (directory / "data").mkdir()
+    (directory / "data" / "math.jsonl").write_text("".join(f'{{"question": "{i}+1", "answer": "{i + 1}"}}\n'
+                                                           for i in range(200)))  # fmt: skip
+    shipped = snakemake(directory, "-n", "--configfile", "config/qwen2.5-1.5b.yaml", check=False)
+    assert shipped.returncode != 0 and "rollout.backend: vllm is not installed" in shipped.stdout + shipped.stderr
+    (directory / "hf.yaml").write_text(yaml.safe_dump({"rollout": {"backend": "hf"}}))
+    plan = snakemake(directory, "-n", "--cores", "32", "--resources", "gpu=4", "--configfile",
+                     "config/qwen2.5-1.5b.yaml", "hf.yaml")  # fmt: skip
+    jobs = plan.stdout[plan.stdout.index("Job stats:") :]
+    assert "rl_chunk                 6" in jobs and "select                   4" in jobs
+    for rule in ("rl_chunk", "select", "evaluate_test"):
+        block = plan.stdout[plan.stdout.index(f"rule {rule}:") :].split("\n\n")[0]
+        assert "gpu=1" in block, rule
+    data_block = plan.stdout[plan.stdout.index("rule data:") :].split("\n\n")[0]
+    assert "gpu=0" in data_block
+
+
 def test_mlflow_groups_stages_seeds_and_rounds(finished_run: Path):
     import mlflow
 
