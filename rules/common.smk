@@ -202,9 +202,10 @@ def summary_manifest():
                 jumping = jumps(arm) and r < LAST_ROUND
                 # round 0 of a jump arm is `none`'s chunk: its probe runs only in `none`; it rays LoRA factors
                 probes = (r > 0 or not jumps(arm)) and not full_mode(arm)
-                # E1 and R² (summary findings) on round 0's trajectory: plain LoRA RL's (fitted by every jump arm,
-                # read once, from the first) and each full-parameter arm's
-                tracked = r == 0 and ((jumping and arm in JUMP_ARMS[:1]) or full_mode(arm))
+                # E1 and R² (summary findings) on round 0's trajectory, once per distinct run: `none`'s (fitted by
+                # every jump arm; read from the first) and each other plain full-parameter arm's
+                shared_with_jumps = arm == "none" and bool(JUMP_ARMS)
+                tracked = r == 0 and (arm in JUMP_ARMS[:1] or (full_mode(arm) and not jumps(arm) and not shared_with_jumps))
                 rl_arm = "none" if jumps(arm) and r == 0 else arm  # round 0 is shared (share_first_round)
                 overhead = ["trajectory", "fit", "extrapolate", "select"]
                 runs.append({
