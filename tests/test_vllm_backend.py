@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from nextrl.generation import Rollouts
 from nextrl.models import load_tokenizer
 from nextrl.vllm_backend import (
     VLLMApi,
@@ -125,3 +126,42 @@ def test_candidate_accuracies_score_every_adapter_from_one_generate(tokenizer):
     assert len(engine.calls) == 1
     assert table["name"].tolist() == ["alpha_0", "alpha_1"] and table["accuracy"].tolist() == pytest.approx([2 / 3] * 2)
     assert table["n_items"].tolist() == [3, 3]
+
+
+needs_gpu_vllm = pytest.mark.skipif(
+    not (torch.cuda.is_available() and vllm_installed()), reason="needs CUDA and vLLM (the `gpu` extra); CI has neither"
+)
+
+
+@needs_gpu_vllm
+def test_real_engine_matches_the_trainer_and_follows_updates(tiny_setup, test_config, tmp_path):
+    """gpu.md's smoke check on the real engine: the served adapter's sampled-token log-probs agree with the trainer's
+    (mean |Δ log p| < 1e-2), and the rollouts change after one update."""
+    from nextrl.grpo_loss import token_logprobs
+    from nextrl.models import load_model
+    from nextrl.training import attach_lora, completion_logits
+
+    api = vllm_api()
+    tokenizer = load_tokenizer(tiny_setup["base"])
+    model = attach_lora(load_model(tiny_setup["base"]).cuda(), test_config["lora"], seed=0)
+    engine = api.LLM(model=str(tiny_setup["base"]), **engine_options([test_config["lora"]["r"]], 0.3, 0))
+    backend = VLLMBackend(api, engine, tokenizer, model.save_pretrained, tmp_path, seed=0)
+    with torch.no_grad():
+        for weight in (p for n, p in model.named_parameters() if "lora_B" in n):
+            weight.normal_(std=0.05)  # a non-trivial adapter
+    backend.sync()
+    rollouts = backend.generate(["3+4=", "12+9="], 8, 4, 1.0)
+    rollouts = Rollouts(*(t.cuda() if isinstance(t, torch.Tensor) else t for t in vars(rollouts).values()))
+    with torch.no_grad():
+        trainer = token_logprobs(completion_logits(model, rollouts), rollouts.completion_ids, 1.0)
+    gap = (
+        (trainer - rollouts.sampler_logprobs).abs() * rollouts.completion_mask
+    ).sum() / rollouts.completion_mask.sum()
+    assert float(gap) < 1e-2
+    before = backend.generate(["3+4="] * 4, 8, 4, 1.0).completion_ids
+    with torch.no_grad():
+        for weight in (p for n, p in model.named_parameters() if "lora_B" in n):
+            weight.add_(torch.randn_like(weight), alpha=0.5)
+    backend.sync()
+    backend.seed -= 1  # the same sampling seed as `before`: only the weights differ
+    assert not torch.equal(backend.generate(["3+4="] * 4, 8, 4, 1.0).completion_ids, before)
