@@ -30,6 +30,7 @@ if not IMPORTING:
             f"{RESULTS}/benchmarks/base_model.tsv"
         resources:
             runtime=60,
+            gpu=GPU_JOB if config["model"]["source"] == "tiny" else 0,  # a local model is only copied
         conda:
             "../envs/cpu.yaml"
         shell:

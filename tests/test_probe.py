@@ -56,7 +56,7 @@ def test_probe_reads_a_known_accuracy_profile_along_a_hand_built_ray(test_config
     product = {name: a.factors["m"][0] @ a.factors["m"][1] for name, a in (("start", start), ("end", end))}
     delta = product["end"] - product["start"]
 
-    def stub_scores(start_model, adapters, items, scorer, evaluation, rollout):
+    def stub_scores(start_model, adapters, items, scorer, evaluation, rollout, runtime):
         rows = []
         for name, directory in adapters.items():
             left, right = load_adapter(directory).scaled_factors()["m"]

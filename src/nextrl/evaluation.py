@@ -63,9 +63,11 @@ def score_adapters(
     scorer: Scorer,
     evaluation: Mapping[str, Any],
     rollout: Mapping[str, Any] | None = None,
+    runtime: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Greedy accuracy on ``items`` of ``start_model`` with each PEFT adapter in turn (one model, adapters loaded
-    side by side); columns name, accuracy, n_items, seconds (load + evaluation of that adapter). With
+    side by side, on ``runtime``'s device and dtype); columns name, accuracy, n_items, seconds (load + evaluation of
+    that adapter). With
     ``rollout.backend: vllm``, one vLLM engine holds every adapter at once and one generate scores them all
     (:func:`nextrl.vllm_backend.candidate_accuracies`)."""
     if rollout is not None and rollout["backend"] == "vllm":
@@ -78,7 +80,8 @@ def score_adapters(
         return candidate_accuracies(api, engine, adapters, items, scorer, evaluation["max_new_tokens"])
     from peft import PeftModel
 
-    from nextrl.models import load_model, load_tokenizer
+    from nextrl.models import load_tokenizer
+    from nextrl.runtime import inference_model
 
     tokenizer = load_tokenizer(start_model)
     model: PeftModel | None = None
@@ -87,7 +90,9 @@ def score_adapters(
         began = time.perf_counter()
         adapter_name = name.replace(".", "_")
         if model is None:
-            model = PeftModel.from_pretrained(load_model(start_model), directory, adapter_name=adapter_name)
+            model = PeftModel.from_pretrained(
+                inference_model(start_model, runtime), directory, adapter_name=adapter_name
+            )
         else:
             model.load_adapter(directory, adapter_name=adapter_name)
         model.set_adapter(adapter_name)

@@ -1,4 +1,5 @@
-"""Where and in what precision the RL chunk computes (config ``runtime``; gpu.md, "Training side on a GPU").
+"""Where and in what precision the model-running stages compute (config ``runtime``; gpu.md, "Training side on a
+GPU"): the RL chunk, the warm start, evaluation and the HF scoring of candidates.
 
 * ``device``: ``cpu``, ``cuda`` (an error naming the key when torch finds no CUDA device — no silent fall-back, so a
   GPU config never crawls on the CPU unnoticed) or ``auto`` (CUDA when present, else the CPU).
@@ -47,6 +48,13 @@ def training_model(model_dir: Path, runtime: Mapping[str, Any], device: torch.de
         model.config.use_cache = False
         model.enable_input_require_grads()
     return model.to(device)
+
+
+def inference_model(model_dir: Path, runtime: Mapping[str, Any] | None) -> PreTrainedModel:
+    """A model for greedy evaluation: in ``runtime.dtype`` on ``runtime.device`` (fp32 on the CPU without one)."""
+    if runtime is None:
+        return load_model(model_dir)
+    return load_model(model_dir, dtype=DTYPES[runtime["dtype"]]).to(resolve_device(runtime))
 
 
 def forward_context(runtime: Mapping[str, Any], device: torch.device) -> Callable[[], AbstractContextManager[Any]]:

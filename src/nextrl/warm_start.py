@@ -81,7 +81,7 @@ def warm_start(
     settings: Mapping[str, Any],
     seed: int,
 ) -> list[float]:
-    """Train ``model`` in place for ``settings['steps']`` steps; returns the loss of every step."""
+    """Train ``model`` in place (on its device) for ``settings['steps']`` steps; returns the loss of every step."""
     generator = np.random.default_rng(seed)
     label_noise = np.random.default_rng([seed, 1])
     torch.manual_seed(seed)
@@ -95,7 +95,8 @@ def warm_start(
         answers = rows["answer"].tolist()
         if settings["off_by_one"] > 0:
             answers = off_by_one_labels(answers, settings["off_by_one"], label_noise)
-        input_ids, attention, labels = supervised_batch(tokenizer, rows["prompt"].tolist(), answers)
+        batch = supervised_batch(tokenizer, rows["prompt"].tolist(), answers)
+        input_ids, attention, labels = (tensor.to(model.device) for tensor in batch)
         loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -18,6 +18,7 @@ import pandas as pd
 
 from nextrl.artifacts import atomic_path
 from nextrl.models import build_char_tokenizer, build_tiny_model, check_model_dir, save_model
+from nextrl.runtime import resolve_device
 from nextrl.tracking import StageRecord
 from nextrl.warm_start import warm_start
 
@@ -32,8 +33,10 @@ def run(config: Mapping[str, Any], *, data: Path, output: Path) -> StageRecord:
             return StageRecord(params={"model": dict(model_config)})
         tokenizer = build_char_tokenizer()
         model = build_tiny_model(tokenizer, model_config["shape"], seed=model_config["seed"])
+        model.to(resolve_device(config["runtime"]))
         train = pd.read_parquet(data / "train.parquet")
         losses = warm_start(model, tokenizer, train, model_config["warm_start"], seed=model_config["seed"])
+        model.cpu()
         if losses and not math.isfinite(losses[-1]):
             raise ValueError(
                 f"model.warm_start: the warm-start loss became non-finite ({losses[-1]}); lower model.warm_start.lr"

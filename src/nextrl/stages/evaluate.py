@@ -15,7 +15,8 @@ from peft import PeftModel
 
 from nextrl.artifacts import write_parquet
 from nextrl.evaluation import evaluate_model
-from nextrl.models import load_model, load_tokenizer
+from nextrl.models import load_tokenizer
+from nextrl.runtime import inference_model
 from nextrl.tasks import SPLITS, make_scorer
 from nextrl.tracking import StageRecord
 
@@ -25,7 +26,7 @@ def run(
 ) -> StageRecord:
     if split not in SPLITS:
         raise ValueError(f"split: {split!r} is not one of {SPLITS}")
-    model = load_model(start_model)
+    model = inference_model(start_model, config["runtime"])
     if adapter is not None:
         model = PeftModel.from_pretrained(model, adapter)
     model.eval()

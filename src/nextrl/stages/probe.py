@@ -40,7 +40,9 @@ def run(
             adapters[f"k={k:g}"] = Path(scratch) / f"k_{k:g}"
             save_scale_one_adapter(ray_factors(end, start, k), end.config, adapters[f"k={k:g}"])
         scorer = make_scorer(config["task"])
-        scored = score_adapters(start_model, adapters, items, scorer, config["eval"], config["rollout"])
+        scored = score_adapters(
+            start_model, adapters, items, scorer, config["eval"], config["rollout"], config["runtime"]
+        )
     table = pd.DataFrame({"arm": arm, "seed": seed, "round": round_index, "k": list(PROBE_KS),
                           "accuracy": scored["accuracy"], "n_items": scored["n_items"]})  # fmt: skip
     write_parquet(table[list(PROBE_COLUMNS)], output)

@@ -46,7 +46,7 @@ def run(
     items = pd.read_parquet(data / "selection.parquet")
     scorer = make_scorer(config["task"])
     adapters = {f"α={alpha:g}": candidates / name for alpha, name in zip(table["alpha"], table["adapter"], strict=True)}
-    scored = score_adapters(start_model, adapters, items, scorer, config["eval"], config["rollout"])
+    scored = score_adapters(start_model, adapters, items, scorer, config["eval"], config["rollout"], config["runtime"])
     scores = pd.DataFrame(
         {"alpha": table["alpha"].astype(float), "accuracy": scored["accuracy"], "seconds": scored["seconds"]}
     )
