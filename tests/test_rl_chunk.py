@@ -1,6 +1,11 @@
 """The RL chunk: exact resume across processes' artifacts, guards, and atomic outputs."""
 
 import copy
+import json
+import signal
+import subprocess
+import sys
+import time
 
 import pandas as pd
 import pytest
@@ -120,3 +125,21 @@ def test_unknown_lora_target_is_named(tiny_setup, test_config, tmp_path):
     with pytest.raises(ValueError, match=r"lora.target_modules: the model has no module named \['attn_c_proj'\]"):
         _chunk(tiny_setup, test_config, tmp_path / "rl", 0)
     assert not (tmp_path / "rl").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_terminated_stage_removes_its_staging_directory_and_fails(tiny_setup, test_config, tmp_path, signum):
+    test_config["rl"].update(chunk_steps=400, snapshot_every=1)  # long enough to be stopped mid-chunk
+    output = tmp_path / "rl"
+    command = [sys.executable, "-m", "nextrl.cli", "rl_chunk", "--config-json", json.dumps(test_config),
+               "--experiment-dir", str(tmp_path), "--start-model", str(tiny_setup["base"]), "--resume=",
+               "--jump-selection=", "--data", str(tiny_setup["data"]), "--output", str(output), "--arm", "none",
+               "--seed", "0", "--round", "0"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".rl.*.tmp/rl/snapshots/step_2")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert list(tmp_path.glob(".rl.*.tmp")), "the chunk never started writing"
+    process.send_signal(signum)
+    assert process.wait(timeout=60) != 0
+    assert not list(tmp_path.glob(".rl.*.tmp")) and not output.exists()

@@ -4,7 +4,7 @@ It only parses: the configuration arrives as ``--config-json`` (what the rules p
 the keys that only shape the DAG) or ``--configfile`` (standalone use; validated here), every path as an option;
 then it calls ``nextrl.stages.<stage>.run`` and logs what that returns to MLflow (:mod:`nextrl.tracking`). Any
 failure prints one line naming the key or file and exits non-zero; stages write atomically, so nothing partial is
-left behind.
+left behind — also on SIGTERM or SIGINT, which end a stage by an exception (:func:`stop_on_sigterm`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import importlib
 import inspect
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -85,7 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (scancel, a cancelled Snakemake job) ends a stage as Ctrl-C does, by an exception, so every
+    ``atomic_path`` removes its staging directory on the way out; the exit status is 128 + 15."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
 def main(argv: list[str] | None = None) -> int:
+    stop_on_sigterm()
     args = build_parser().parse_args(argv)
     stage = args.stage
     try:
