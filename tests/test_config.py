@@ -76,7 +76,10 @@ from nextrl.config import ConfigError, arm_config, arm_method, plain_arms, valid
         ),
         (lambda c: c["rl"].update(lr_schedule="cosine"), r"rl.lr_decay_steps: required when rl.lr_schedule is"),
         (lambda c: c["rl"].update(micro_batch_tokens=0), r"rl.micro_batch_tokens: 0 is less than the minimum of 1"),
-        (lambda c: c["rollout"].update(backend="vllm"), r"rollout.backend: vllm is not installed"),
+        (
+            lambda c: c.update(rollout={"backend": "vllm"}, rl={**c["rl"], "mode": "full"}),
+            r"rl.mode: full-parameter RL needs rollout.backend hf",
+        ),
         (lambda c: c["runtime"].update(device="tpu"), r"runtime.device: 'tpu' is not one of"),
         (lambda c: c.update(arms=["none", "fast"]), r"arms: unknown arm 'fast'"),
         (lambda c: c.update(arms=["next", "linear"]), r"arms: jump arms need `none`"),

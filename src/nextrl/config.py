@@ -46,13 +46,19 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
 
 
 def _check_training_modes(config: Mapping[str, Any]) -> None:
-    """Full-parameter RL (``rl.mode: full``) has no KL penalty: the KL reference of the LoRA path is the model with
-    its adapter disabled, and full mode keeps no second model."""
+    """Full-parameter RL (``rl.mode: full``), in the arms that run it, has no KL penalty (the KL reference of the LoRA
+    path is the model with its adapter disabled; full mode keeps no second model) and samples with HF generate."""
     for arm in config["arms"]:
         rl = arm_config(config, arm)["rl"]
+        key = f"variants.{arm}.rl.mode" if arm in config["variants"] else "rl.mode"
         if rl["mode"] == "full" and rl["kl_coef"] > 0:
-            key = f"variants.{arm}.rl.mode" if arm in config["variants"] else "rl.mode"
             raise ConfigError(f"config key {key}: full-parameter RL has no KL reference model; set rl.kl_coef to 0")
+        # Whether vLLM is installed is the job's question, not the plan's (a login node plans for GPU nodes): a stage
+        # that builds an engine stops with an error naming rollout.backend (nextrl.vllm_backend.vllm_api).
+        if rl["mode"] == "full" and config["rollout"]["backend"] == "vllm":
+            raise ConfigError(
+                f"config key {key}: full-parameter RL needs rollout.backend hf (vLLM serves LoRA adapters)"
+            )
 
 
 def training_mode(config: Mapping[str, Any], arm: str) -> str:
@@ -145,16 +151,6 @@ def check_cross_keys(config: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"config key jump.horizon: {horizon} is not a multiple of rl.snapshot_every {rl['snapshot_every']}"
         )
-    if config["rollout"]["backend"] == "vllm":
-        from nextrl.vllm_backend import vllm_installed
-
-        if not vllm_installed():
-            raise ConfigError(
-                "config key rollout.backend: vllm is not installed in this environment (pip install -e '.[gpu]' on a "
-                "CUDA machine, or envs/gpu.yaml); use backend: hf"
-            )
-        if rl["mode"] != "lora":
-            raise ConfigError("config key rollout.backend: vllm serves LoRA adapters; rl.mode full needs backend: hf")
     model = config["model"]
     if model["source"] == "local":
         if not model.get("path"):
