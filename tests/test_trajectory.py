@@ -222,7 +222,7 @@ def test_dense_trajectory_of_merged_snapshots_equals_the_factored_one(tiny_setup
 
 def test_dense_trajectory_rejects_a_base_without_the_modules(round_dir, test_config, tmp_path):
     test_config["rl"]["mode"] = "full"
-    with pytest.raises(TrajectoryError, match="needs --base-model"):
+    with pytest.raises(TrajectoryError, match="need --base-model and --start-weights"):
         trajectory.run(test_config, snapshots=round_dir / "snapshots", start_adapter=None, offset=None,
                        base_model=None, start_weights=None, output=tmp_path / "t.parquet", round_index=0)  # fmt: skip
     with pytest.raises(AdapterError, match="not a dense"):

@@ -3,9 +3,8 @@
 The sampler's log-probs of the sampled tokens, log q, and the trainer's old log-probs of the same tokens, log p,
 differ by kernels and precision — or by a lot when the sampler serves a stale policy. Each sequence i gets the
 truncated sequence-level ratio w_i = min(exp(Σ_t m_it (log p_it − log q_it)), cap) (truncated importance sampling,
-Ionides 2008; the sequence-level form of Zheng et al. 2025, GSPO, arXiv 2507.18071, without the length
-normalisation), which multiplies its advantage. The metrics are the detector of a stale policy: mean |Δ log p| over
-response tokens and the ratio's min / mean / max before truncation.
+Ionides 2008, applied per sequence as gpu.md proposes), which multiplies its advantage. The metrics are the
+detector of a stale policy: mean |Δ log p| over response tokens and the ratio's min / mean / max before truncation.
 """
 
 from __future__ import annotations

@@ -29,13 +29,22 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import torch
 
-from nextrl.adapters import Adapter, AdapterError, Factors, concat_factors, load_adapter, load_offset
+from nextrl.adapters import (
+    Adapter,
+    AdapterError,
+    Factors,
+    concat_factors,
+    load_adapter,
+    load_offset,
+    load_snapshots,
+)  # fmt: skip
 from nextrl.config import round_start_step
 from nextrl.dense_weights import DenseWeights, load_dense_snapshots, load_model_matrices
 from nextrl.lowrank import Triplets, align_signs, dense_triplets, factored_triplets
@@ -280,4 +289,47 @@ def dense_round_trajectory(
         start_step=round_start_step(config, round_index),
         horizon=config["jump"]["horizon"],
         triplets=config["jump"]["triplets"],
+    )
+
+
+@dataclass(frozen=True)
+class RoundSnapshots:
+    """One round's snapshots, LoRA or dense, behind what the trajectory and heldout stages need of them."""
+
+    snapshots: Mapping[int, Any]
+    """Per RL step, the snapshot (an :class:`Adapter` or dense weights)."""
+    table: Callable[[Mapping[int, Any]], pa.Table]
+    """The trajectory table of some of the snapshots (all of them, or the round as if it had ended earlier)."""
+    delta: Callable[[int, int, str], tuple[torch.Tensor, torch.Tensor]]
+    """W_new − W_old of one module between two snapshot steps, as factors (a dense delta as (matrix, identity))."""
+
+
+def load_round(
+    config: Mapping[str, Any],
+    round_index: int,
+    snapshots: Path,
+    start_adapter: Path | None,
+    offset: Path | None,
+    base_model: Path | None,
+    start_weights: Path | None,
+) -> RoundSnapshots:
+    """A round's snapshots as ``rl.mode`` wrote them: LoRA (with the adapter the round resumed and the start model's
+    offset) or dense (with the experiment's base model and the round's start model)."""
+    if config["rl"]["mode"] == "lora":
+        adapters = load_snapshots(snapshots)
+        return RoundSnapshots(
+            adapters,
+            lambda chosen: round_trajectory(config, chosen, start_adapter, offset, round_index),
+            lambda new, old, module: difference(adapters[new], adapters[old], module),
+        )
+    if base_model is None or start_weights is None:
+        raise TrajectoryError("rl.mode full: dense snapshots need --base-model and --start-weights")
+    dense, start, base = load_dense_round(config, snapshots, base_model, start_weights)
+
+    def dense_delta(new: int, old: int, module: str) -> tuple[torch.Tensor, torch.Tensor]:
+        matrix = dense[new][module] - dense[old][module]
+        return matrix, torch.eye(matrix.shape[1])
+
+    return RoundSnapshots(
+        dense, lambda chosen: dense_round_trajectory(config, chosen, start, base, round_index), dense_delta
     )

@@ -104,12 +104,12 @@ def run(
         resumes_weights = saved is not None and jump_selection is None
         source = resume / STATE_MODEL if resumes_weights else start_model
         model = full_parameter_model(training_model(source, runtime, device, full))
-    elif fresh_adapter:
-        base = training_model(start_model, runtime, device, full)
-        model = attach_lora(base, config["lora"], seed=stage_seed(seed, round_index))
     else:
         base = training_model(start_model, runtime, device, full)
-        model = PeftModel.from_pretrained(base, resume / STATE_ADAPTER, is_trainable=True)
+        if fresh_adapter:
+            model = attach_lora(base, config["lora"], seed=stage_seed(seed, round_index))
+        else:
+            model = PeftModel.from_pretrained(base, resume / STATE_ADAPTER, is_trainable=True)
     if full or runtime["dtype"] == "float32":
         model.float()
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]

@@ -13,10 +13,9 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from nextrl.adapters import load_snapshots
 from nextrl.artifacts import atomic_path
 from nextrl.tracking import StageRecord
-from nextrl.trajectory import TrajectoryError, dense_round_trajectory, load_dense_round, round_trajectory
+from nextrl.trajectory import load_round
 
 
 def run(
@@ -34,16 +33,8 @@ def run(
     low-rank offset from the experiment's base model (None in round 0). Full mode: ``base_model`` and
     ``start_weights`` (the model directory the round started from)."""
     began = time.perf_counter()
-    if config["rl"]["mode"] == "full":
-        if base_model is None or start_weights is None:
-            raise TrajectoryError(
-                "rl.mode full: the trajectory of dense snapshots needs --base-model and --start-weights"
-            )
-        table = dense_round_trajectory(
-            config, *load_dense_round(config, snapshots, base_model, start_weights), round_index
-        )
-    else:
-        table = round_trajectory(config, load_snapshots(snapshots), start_adapter, offset, round_index)
+    round_ = load_round(config, round_index, snapshots, start_adapter, offset, base_model, start_weights)
+    table = round_.table(round_.snapshots)
     with atomic_path(output) as staging:
         pq.write_table(table, staging)
     return StageRecord(metrics={"rows": float(table.num_rows), "seconds": time.perf_counter() - began})
