@@ -14,11 +14,13 @@ prompt, seeded per step; the sampled tokens' log-probs come back for the importa
 from __future__ import annotations
 
 import importlib.util
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from transformers import PreTrainedTokenizerBase
 
@@ -161,17 +163,13 @@ def candidate_accuracies(
     api: VLLMApi,
     engine: Any,
     adapters: Mapping[str, Path],
-    items: Any,
+    items: pd.DataFrame,
     scorer: Callable[[str, Any], float],
     max_new_tokens: int,
-) -> Any:
+) -> pd.DataFrame:
     """Greedy accuracy of every adapter on ``items`` (prompt, entry columns) from one :func:`score_candidates` call;
     the table of :func:`nextrl.evaluation.score_adapters` (name, accuracy, n_items, seconds: the shared call's
     time split evenly, since one generate scores them all)."""
-    import time
-
-    import pandas as pd
-
     began = time.perf_counter()
     texts = score_candidates(api, engine, adapters, items["prompt"].tolist(), max_new_tokens)
     seconds = (time.perf_counter() - began) / max(1, len(adapters))
