@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     config = arm_config(load_config(Path("config/config.yaml")), "none")
-    torch.set_num_threads(config["threads"])
+    torch.set_num_threads(config["resources"]["train"]["cpus"])
     old = args.experiment / "none" / f"seed{args.seed}" / "round0" / "rl"
     with tempfile.TemporaryDirectory() as scratch:
         new = Path(scratch) / "rl"

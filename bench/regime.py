@@ -91,7 +91,9 @@ def main() -> None:
     directory = args.out / args.label
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(config, indent=1))
-    torch.set_num_threads(config["threads"])  # as the workflow builds it: the warm start depends on the thread count
+    torch.set_num_threads(
+        config["resources"]["train"]["cpus"]
+    )  # as the workflow builds it: the warm start depends on the thread count
     if args.base_from:
         for name in ("data", "base"):
             if not (directory / name).exists():

@@ -4,6 +4,7 @@ import os
 import sys
 
 import nextrl  # noqa: F401  (sets the offline / no-telemetry environment for every job)
+from nextrl.device_lease import check_machine_has
 from nextrl.config import arm_config, arm_method, jump_arms, plain_arms, training_mode, validate_config
 
 # The schema (workflow/schemas/config.schema.yaml, defaults filled in) and the cross-key rules, with errors that
@@ -15,9 +16,9 @@ ROUND = f"{RESULTS}/{{arm}}/seed{{seed}}/round{{round}}"
 LAST_ROUND = config["rounds"] - 1
 JUMP_ARMS = jump_arms(config)
 PLAIN_ARMS = plain_arms(config)
-# Keys that only shape the DAG stay out of the stages' config, so raising them re-runs nothing old; an arm's stages
+# Keys that only shape the DAG or the jobs' resources stay out of the stages' config, so raising them re-runs nothing old; an arm's stages
 # get its variant's settings in place (nextrl.config.arm_config), so a variant never touches another arm's jobs.
-DAG_KEYS = ("seeds", "arms", "rounds", "variants", "heldout")
+DAG_KEYS = ("seeds", "arms", "rounds", "variants", "heldout", "resources")
 
 
 def stage_config(arm):
@@ -51,12 +52,33 @@ def experiment_dir(_):
     return RESULTS
 
 
-# What every stage call shares; the interpreter running Snakemake runs the stages too (the project venv).
-STAGE = {"config": config_of, "experiment_dir": experiment_dir, "nextrl": f"{sys.executable} -m nextrl.cli"}
-GPU_JOB = config["runtime"]["gpus"]  # the `gpu` resource of every job that runs the model (0 on the CPU)
-# --gpus: the job's GPU resource; the stage leases that many devices itself (nextrl.device_lease): Snakemake only counts.
-SHARED_OPTIONS = "--config-json {params.config:q} --experiment-dir {params.experiment_dir} --gpus {resources.gpu}"
+# What every stage call shares; the interpreter running Snakemake runs the stages too (the project venv). --gpus: the
+# job's GPU resource (0 for local rules, which ask for nothing), which the stage leases itself (nextrl.device_lease).
+STAGE = {
+    "config": config_of,
+    "experiment_dir": experiment_dir,
+    "nextrl": f"{sys.executable} -m nextrl.cli",
+    "gpus": lambda w, resources: getattr(resources, "gpu", 0),
+}
+SHARED_OPTIONS = "--config-json {params.config:q} --experiment-dir {params.experiment_dir} --gpus {params.gpus} --threads {threads}"
 RUN_OPTIONS = "--arm {wildcards.arm} --seed {wildcards.seed} --round {wildcards.round}"
+
+
+def cpus(kind):
+    """A rule's threads: config `resources.<kind>.cpus` (SLURM --cpus-per-task; torch's intra-op threads)."""
+    return config["resources"][kind]["cpus"]
+
+
+def job_resources(kind):
+    """A rule's resources: config `resources.<kind>` — gpu, mem_mb and runtime (minutes) — the same for every rule of
+    the kind (the schema's defaults fit the tiny model)."""
+    return {name: value for name, value in config["resources"][kind].items() if name != "cpus"}
+
+
+onstart:
+    # A local run (not SLURM, not a dry run) stops before any job when a job would ask for more GPUs than this machine has.
+    if workflow.local_exec:
+        check_machine_has({f"resources.{kind}.gpu": asked["gpu"] for kind, asked in config["resources"].items()}, os.environ)
 
 
 def call(stage, *options, per_run=True):

@@ -3,6 +3,9 @@ rule data:
         directory(DATA),
     params:
         **STAGE,
+    threads: cpus("data")
+    resources:
+        **job_resources("data"),
     log:
         f"{RESULTS}/logs/data.log",
     benchmark:
@@ -15,6 +18,7 @@ rule data:
 
 # An imported run brings its own base model (rules/import.smk): no rule may write over the user's directory.
 if not IMPORTING:
+    BASE_MODEL_KIND = "train" if config["model"]["source"] == "tiny" else "data"  # a local model is only copied
 
     rule base_model:
         input:
@@ -23,14 +27,13 @@ if not IMPORTING:
             directory(BASE),
         params:
             **STAGE,
-        threads: config["threads"]
+        threads: cpus(BASE_MODEL_KIND)
+        resources:
+            **job_resources(BASE_MODEL_KIND),
         log:
             f"{RESULTS}/logs/base_model.log",
         benchmark:
             f"{RESULTS}/benchmarks/base_model.tsv"
-        resources:
-            runtime=60,
-            gpu=GPU_JOB if config["model"]["source"] == "tiny" else 0,  # a local model is only copied
         conda:
             "../envs/cpu.yaml"
         shell:

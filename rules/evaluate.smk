@@ -9,9 +9,9 @@ rule evaluate_test:
         **STAGE,
         model=final_model,
         adapter=final_adapter,
-    threads: config["threads"]
+    threads: cpus("evaluate")
     resources:
-        gpu=GPU_JOB,
+        **job_resources("evaluate"),
     log:
         log_path("evaluate_test"),
     benchmark:
@@ -34,9 +34,9 @@ rule evaluate_base:
         BASE_TEST,
     params:
         **STAGE,
-    threads: config["threads"]
+    threads: cpus("evaluate")
     resources:
-        gpu=GPU_JOB,
+        **job_resources("evaluate"),
     log:
         f"{RESULTS}/logs/evaluate_base.log",
     benchmark:

@@ -34,6 +34,9 @@ if IMPORTING:
             directory(f"{ROUND}/jump/merged"),
         params:
             **STAGE,
+        threads: cpus("weights")
+        resources:
+            **job_resources("weights"),
         log:
             log_path("merge"),
         conda:

@@ -13,6 +13,9 @@ rule trajectory:
         start_adapter=start_adapter,
         offset=start_offset,
         dense=dense_trajectory_options,
+    threads: cpus("weights")
+    resources:
+        **job_resources("weights"),
     log:
         log_path("trajectory"),
     benchmark:
@@ -36,7 +39,9 @@ rule fit:
     params:
         **STAGE,
         method=lambda w: arm_method(config, w.arm),
-    threads: config["threads"]
+    threads: cpus("fit")
+    resources:
+        **job_resources("fit"),
     log:
         log_path("fit"),
     benchmark:
@@ -57,6 +62,9 @@ rule extrapolate:
     params:
         **STAGE,
         adapter=final_adapter,
+    threads: cpus("weights")
+    resources:
+        **job_resources("weights"),
     log:
         log_path("extrapolate"),
     benchmark:
@@ -84,9 +92,9 @@ rule select:
         model=final_model,
         start_offset=start_offset,
         adapter=final_adapter,
-    threads: config["threads"]
+    threads: cpus("evaluate")
     resources:
-        gpu=GPU_JOB,
+        **job_resources("evaluate"),
     log:
         log_path("select"),
     benchmark:
@@ -113,7 +121,9 @@ rule heldout:
         start_adapter=start_adapter,
         offset=start_offset,
         dense=dense_trajectory_options,
-    threads: config["threads"]
+    threads: cpus("weights")
+    resources:
+        **job_resources("weights"),
     log:
         log_path("heldout"),
     benchmark:

@@ -10,9 +10,9 @@ rule probe:
         **STAGE,
         start_model=start_model,
         start_adapter=start_adapter,
-    threads: config["threads"]
+    threads: cpus("evaluate")
     resources:
-        gpu=GPU_JOB,
+        **job_resources("evaluate"),
     log:
         log_path("probe"),
     benchmark:

@@ -10,14 +10,13 @@ rule rl_chunk:
         start_model=start_model,
         resume=resume_state,
         jump_selection=jump_selection,
-    threads: config["threads"]
+    threads: cpus("train")
+    resources:
+        **job_resources("train"),
     log:
         log_path("rl_chunk"),
     benchmark:
         benchmark_path("rl_chunk")
-    resources:
-        gpu=GPU_JOB,
-        runtime=120,
     conda:
         "../envs/cpu.yaml"
     shell:

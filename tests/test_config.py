@@ -81,6 +81,16 @@ from nextrl.config import ConfigError, arm_config, arm_method, plain_arms, valid
             r"rl.mode: full-parameter RL needs rollout.backend hf",
         ),
         (lambda c: c["runtime"].update(device="tpu"), r"runtime.device: 'tpu' is not one of"),
+        (lambda c: c["resources"]["train"].update(mem_mb=-1), r"resources.train.mem_mb: -1 is less than the minimum"),
+        (lambda c: c["resources"]["fit"].update(runtime=1.5), r"resources.fit.runtime: 1.5 is not of type 'integer'"),
+        (lambda c: c["resources"]["data"].update(mem_mb="4G"), r"resources.data.mem_mb: '4G' is not of type 'integer'"),
+        (lambda c: c["resources"].update(gpu={"gpu": 1}), r"resources: Additional properties are not allowed \('gpu'"),
+        (lambda c: c.update(threads=2), r"<top level>: Additional properties are not allowed \('threads'"),
+        (lambda c: c["runtime"].update(device="cuda"), r"resources.train.gpu: 0, but runtime.device is cuda"),
+        (
+            lambda c: c["extrapolators"]["next"].update(device="cuda"),
+            r"resources.fit.gpu: 0, but extrapolators.next.device is cuda",
+        ),
         (lambda c: c.update(arms=["none", "fast"]), r"arms: unknown arm 'fast'"),
         (lambda c: c.update(arms=["next", "linear"]), r"arms: jump arms need `none`"),
     ],
@@ -92,6 +102,7 @@ def test_bad_values_are_rejected_naming_the_key(test_config, mutate, message):
 
 
 def test_defaults_are_filled(test_config):
+    assert test_config["resources"]["evaluate"] == {"gpu": 0, "mem_mb": 1200, "runtime": 15, "cpus": 1}
     assert test_config["rl"]["advantage"] == "grpo"
     assert test_config["rl"]["clip_eps"] == 0.2
     assert test_config["jump"]["triplets"] == 1

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from nextrl.device_lease import LeaseError, lease, lease_for_job, machine_devices
+from nextrl.device_lease import LeaseError, check_machine_has, lease, lease_for_job, machine_devices
 
 
 def test_leases_split_the_devices_and_wait_for_a_free_one(tmp_path):
@@ -51,3 +51,11 @@ def test_a_killed_job_frees_its_device(tmp_path):
     holder.wait()
     time.sleep(0.1)
     assert lease(1, ["0"], tmp_path, timeout_s=5).devices == ["0"]
+
+
+def test_a_local_run_asking_more_gpus_than_the_machine_has_names_the_key():
+    check_machine_has({"resources.train.gpu": 2, "resources.fit.gpu": 0}, {"NEXTRL_GPUS": "0,1"})
+    with pytest.raises(
+        LeaseError, match=r"config key resources.fit.gpu: each such job asks for 3 GPU\(s\) but .* has 2"
+    ):
+        check_machine_has({"resources.train.gpu": 2, "resources.fit.gpu": 3}, {"NEXTRL_GPUS": "0,1"})

@@ -289,12 +289,14 @@ def test_lint_is_clean(tmp_path: Path):
     assert "Lints for" not in result.stdout + result.stderr
 
 
-def test_slurm_profile_plans_the_same_dag(tmp_path: Path):
+SLURM_PROFILE = str(REPO / "workflow" / "profiles" / "slurm")
+SITE = ("--default-resources", "slurm_account=ci", "slurm_partition=debug")  # README "Running on SLURM"
+
+
+def test_slurm_profile_plans_the_same_dag_with_the_configs_resources(tmp_path: Path):
     directory = workdir(tmp_path)
     local = snakemake(directory, "-n", "--cores", "2")
-    slurm = snakemake(
-        directory, "-n", "--workflow-profile", str(REPO / "workflow" / "profiles" / "slurm"), "--slurm-no-account"
-    )
+    slurm = snakemake(directory, "-n", "--workflow-profile", SLURM_PROFILE, *SITE)
 
     def job_table(text: str) -> str:
         return text[text.index("Job stats:") :].split("\n\n")[0]
@@ -303,6 +305,29 @@ def test_slurm_profile_plans_the_same_dag(tmp_path: Path):
     # round 0 is shared by none and the jump arms: none, none_fast and none_full run 2 chunks each, the jump arms 1
     assert "rl_chunk                 9" in job_table(local.stdout)
     assert "share_first_round        3" in job_table(local.stdout)
+    # config/test.yaml's resources, per kind, and the site's account and partition
+    asked = {"rl_chunk": "mem_mb=1500", "select": "mem_mb=1200", "fit": "mem_mb=800", "trajectory": "mem_mb=900"}
+    for rule, memory in asked.items():
+        block = slurm.stdout[slurm.stdout.index(f"rule {rule}:") :].split("\n\n")[0]
+        assert memory in block and "slurm_account=ci" in block and "slurm_partition=debug" in block, block
+
+
+def test_the_slurm_profile_without_its_plugin_is_named_before_anything_runs(tmp_path: Path):
+    """Snakemake's own error, before the Snakefile is read: the executor `slurm` is not among those installed."""
+    hide_plugin = (
+        "import pkgutil, sys; modules = pkgutil.iter_modules; "
+        "pkgutil.iter_modules = lambda *a: (m for m in modules(*a) if 'executor_plugin_slurm' not in m.name); "
+        "from snakemake.cli import main; sys.argv[0] = 'snakemake'; main()"
+    )
+    directory = workdir(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", hide_plugin, "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(directory),
+         "--workflow-profile", SLURM_PROFILE, "--configfile", "config/test.yaml", *SITE],
+        capture_output=True, text=True, env=ENV, timeout=300, cwd=directory,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "argument --executor/-e: invalid choice: 'slurm' (choose from 'local', 'dryrun', 'touch')" in result.stderr
+    assert not (directory / "results").exists() and not (directory / ".snakemake").exists()
 
 
 @pytest.mark.parametrize(
@@ -316,6 +341,10 @@ def test_slurm_profile_plans_the_same_dag(tmp_path: Path):
         ({"extrapolators": {"next": {"epochs": "many"}}}, "extrapolators.next.epochs: 'many' is not of type 'integer'"),
         ({"task": {"params": {"min_digits": "one"}}}, "task.params.min_digits: 'one' is not of type"),
         ({"task": {"split_seeds": {"selection": 1000010}}}, "task.split_seeds.validation: 1000003 is within 7"),
+        ({"resources": {"weights": {"mem_mb": -5}}}, "resources.weights.mem_mb: -5 is less than the minimum of 1"),
+        ({"resources": {"train": {"runtime": "2h"}}}, "resources.train.runtime: '2h' is not of type 'integer'"),
+        # a workstation without GPUs (CI): stopped in onstart, before any job
+        ({"resources": {"evaluate": {"gpu": 1}}}, "resources.evaluate.gpu: each such job asks for 1 GPU(s) but"),
     ],
 )
 def test_bad_config_is_rejected_before_anything_runs(tmp_path: Path, change: dict, message: str):

@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
             default = "" if kind is optional_path else None  # argparse passes a string default through `type`
             command.add_argument(flag, dest=dest, type=kind, required=not optional, default=default)
         command.add_argument("--gpus", type=int, default=0, help="GPUs the job leases (nextrl.device_lease)")
+        command.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the job's cpus)")
     return parser
 
 
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         lease = lease_for_job(args.gpus, os.environ)  # before the stage imports torch; held until the process ends
         run = importlib.import_module(f"nextrl.stages.{stage}").run
         if "torch" in sys.modules:  # the stages that compute with torch; summary and figures never import it
-            sys.modules["torch"].set_num_threads(config.get("threads", 1))
+            sys.modules["torch"].set_num_threads(args.threads)
         values = vars(args)
         record = run(config, **{name: values[name] for name in inspect.signature(run).parameters if name != "config"})
         tags = {"round" if key == "round_index" else key: values[key] for key in RUN_TAGS if values[key] is not None}

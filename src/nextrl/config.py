@@ -42,7 +42,26 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
     for name in config["variants"]:
         _check_variant(config, name, schema)
     _check_training_modes(config)
+    _check_gpu_requests(config)
     return config
+
+
+def _check_gpu_requests(config: Mapping[str, Any]) -> None:
+    """A job that computes on CUDA asks for the GPU it uses (``resources.<kind>.gpu``), so the scheduler — SLURM, or
+    Snakemake's ``--resources gpu=N`` with nextrl.device_lease on a workstation — gives it one of its own."""
+    resources = config["resources"]
+    if config["runtime"]["device"] == "cuda":
+        for kind in ("train", "evaluate"):
+            if resources[kind]["gpu"] == 0:
+                raise ConfigError(
+                    f"config key resources.{kind}.gpu: 0, but runtime.device is cuda; ask for the GPU the job uses"
+                )
+    for arm in config["arms"]:
+        method = arm_method(config, arm)
+        if config["extrapolators"].get(method, {}).get("device") == "cuda" and resources["fit"]["gpu"] == 0:
+            raise ConfigError(
+                f"config key resources.fit.gpu: 0, but extrapolators.{method}.device is cuda; ask for the GPU"
+            )
 
 
 def _check_training_modes(config: Mapping[str, Any]) -> None:

@@ -35,6 +35,19 @@ def machine_devices(environ: Mapping[str, str]) -> list[str]:
     return [str(index) for index, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
 
 
+def check_machine_has(requests: Mapping[str, int], environ: Mapping[str, str]) -> None:
+    """Before a local run starts: every job's GPU request (config key → GPUs per job) fits this machine's devices;
+    a LeaseError names the first key that asks for more."""
+    devices = machine_devices(environ)
+    for key, count in requests.items():
+        if count > len(devices):
+            raise LeaseError(
+                f"config key {key}: each such job asks for {count} GPU(s) but this machine has {len(devices)} "
+                f"({', '.join(devices) or 'no nvidia-smi, no NEXTRL_GPUS'}); set it to 0, list devices in NEXTRL_GPUS, "
+                "or run through a scheduler (workflow/profiles/slurm)"
+            )
+
+
 def lock_directory(environ: Mapping[str, str]) -> Path:
     return Path(environ.get("NEXTRL_GPU_LOCK_DIR") or Path(tempfile.gettempdir()) / "nextrl-gpu-locks")
 
