@@ -2,10 +2,12 @@
 import json
 import os
 import sys
+from pathlib import Path
 
 import nextrl  # noqa: F401  (sets the offline / no-telemetry environment for every job)
-from nextrl.device_lease import check_machine_has
 from nextrl.config import arm_config, arm_method, jump_arms, plain_arms, training_mode, validate_config
+from nextrl.device_lease import check_machine_has
+from nextrl.tracking import log_queued
 
 # The schema (workflow/schemas/config.schema.yaml, defaults filled in) and the cross-key rules, with errors that
 # name the key as `config key a.b.c: …` — the same check the CLI runs on a standalone config.
@@ -73,6 +75,15 @@ def job_resources(kind):
     """A rule's resources: config `resources.<kind>` — gpu, mem_mb and runtime (minutes) — the same for every rule of
     the kind (the schema's defaults fit the tiny model)."""
     return {name: value for name, value in config["resources"][kind].items() if name != "cpus"}
+
+
+# Stage jobs queue their MLflow records (nextrl.tracking); this process logs them once, however the run ends.
+onsuccess:
+    log_queued(Path(RESULTS))
+
+
+onerror:
+    log_queued(Path(RESULTS))
 
 
 onstart:

@@ -57,3 +57,13 @@ def tiny_setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     data.run(config, output=root / "data")
     base_model.run(config, data=root / "data", output=root / "base")
     return {"data": root / "data", "base": root / "base", "root": root}
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """config/test.yaml run to the end by Snakemake on the local executor (results/test), once per session."""
+    from tests.workflow_runs import snakemake, workdir
+
+    directory = workdir(tmp_path_factory.mktemp("e2e"))
+    snakemake(directory, "--cores", "2")
+    return directory / "results" / "test"

@@ -30,3 +30,16 @@ def test_summary_and_figures_load_no_model():
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "[]"
+
+
+def test_weight_algebra_stages_load_no_model_library_and_no_stage_loads_mlflow():
+    """Lean jobs: trajectory, fit, extrapolate and heldout work on tensors and tables (no peft, no transformers); no
+    stage job imports MLflow (its record is queued, nextrl.tracking)."""
+    check = (
+        "import sys, nextrl.cli, nextrl.tracking\n"
+        "import nextrl.stages.trajectory, nextrl.stages.fit, nextrl.stages.extrapolate, nextrl.stages.heldout\n"
+        "print(sorted(m for m in ('transformers', 'peft', 'mlflow') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "[]"

@@ -4,7 +4,6 @@ bad input rejected before anything runs or by the stage that meets it, lint, pro
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,31 +17,7 @@ import yaml
 from safetensors.torch import load_file
 
 from nextrl.figures import FIGURES
-
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile")]
-ENV = {**os.environ, "TQDM_DISABLE": "1"}  # the offline environment is nextrl's own (nextrl/__init__.py)
-
-
-def workdir(tmp_path: Path) -> Path:
-    shutil.copytree(REPO / "config", tmp_path / "config")
-    return tmp_path
-
-
-def snakemake(directory: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([*SNAKEMAKE, "--directory", str(directory), "--configfile", "config/test.yaml", *args],
-                            capture_output=True, text=True, env=ENV, timeout=900, cwd=directory)  # fmt: skip
-    if check and result.returncode != 0:
-        raise AssertionError(result.stdout[-4000:] + result.stderr[-4000:])
-    return result
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = workdir(tmp_path_factory.mktemp("e2e"))
-    snakemake(directory, "--cores", "2")
-    return directory / "results" / "test"
-
+from tests.workflow_runs import ENV, REPO, SNAKEMAKE, assert_same_outputs, snakemake, workdir
 
 ARMS = {"none", "next", "linear", "repeat_last", "none_fast", "none_full"}
 PLAIN = {"none", "none_fast", "none_full"}
@@ -231,6 +206,7 @@ def test_mlflow_groups_stages_seeds_and_rounds(finished_run: Path):
 
     from nextrl.tracking import tracking_uri
 
+    assert not list((finished_run / "tracking").glob("*")), "the Snakemake process logs every queued record"
     client = mlflow.MlflowClient(tracking_uri=tracking_uri(finished_run))
     experiment = client.get_experiment_by_name("test")
     runs = client.search_runs([experiment.experiment_id], max_results=200)
@@ -240,22 +216,6 @@ def test_mlflow_groups_stages_seeds_and_rounds(finished_run: Path):
     assert expected <= stages
     rl_run = next(r for r in runs if r.data.tags["stage"] == "rl_chunk" and r.data.tags["round"] == "1")
     assert len(client.get_metric_history(rl_run.info.run_id, "reward_mean")) == 4
-
-
-def _outputs(results: Path) -> dict[str, object]:
-    """What must be identical between an interrupted-and-resumed run and an uninterrupted one."""
-    found: dict[str, object] = {}
-    for path in sorted(results.rglob("*")):
-        relative = str(path.relative_to(results))
-        if relative.startswith("mlartifacts"):  # tracking copies, keyed by run id
-            continue
-        if path.name == "adapter_model.safetensors":
-            found[relative] = load_file(path)
-        elif path.name in ("metrics.parquet",):
-            found[relative] = pd.read_parquet(path).drop(columns="seconds")
-        elif path.name in ("eval.parquet", "test.parquet", "trajectory.parquet", "candidates.parquet"):
-            found[relative] = pd.read_parquet(path)
-    return found
 
 
 def test_killed_rl_job_leaves_nothing_partial_and_rerun_matches(finished_run: Path, tmp_path: Path):
@@ -274,14 +234,7 @@ def test_killed_rl_job_leaves_nothing_partial_and_rerun_matches(finished_run: Pa
     snakemake(directory, "--unlock")  # a SIGKILLed Snakemake leaves its lock behind
     snakemake(directory, "--cores", "2")
     assert not list((directory / "results").rglob(".*.tmp"))
-    resumed, uninterrupted = _outputs(directory / "results" / "test"), _outputs(finished_run)
-    assert resumed.keys() == uninterrupted.keys()
-    for key, value in uninterrupted.items():
-        if isinstance(value, pd.DataFrame):
-            pd.testing.assert_frame_equal(resumed[key], value, obj=key)
-        else:
-            assert value.keys() == resumed[key].keys()
-            assert all(torch.equal(value[name], resumed[key][name]) for name in value), key
+    assert_same_outputs(directory / "results" / "test", finished_run)
 
 
 def test_lint_is_clean(tmp_path: Path):

@@ -2,7 +2,7 @@
 
 It only parses: the configuration arrives as ``--config-json`` (what the rules pass: the validated config without
 the keys that only shape the DAG) or ``--configfile`` (standalone use; validated here), every path as an option;
-then it calls ``nextrl.stages.<stage>.run`` and logs what that returns to MLflow (:mod:`nextrl.tracking`). Any
+then it calls ``nextrl.stages.<stage>.run`` and queues what that returns for MLflow (:mod:`nextrl.tracking`). Any
 failure prints one line naming the key or file and exits non-zero; stages write atomically, so nothing partial is
 left behind — also on SIGTERM or SIGINT, which end a stage by an exception (:func:`stop_on_sigterm`).
 """
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from nextrl.config import load_config
         from nextrl.device_lease import lease_for_job
-        from nextrl.tracking import log_stage
+        from nextrl.tracking import queue_record
 
         config = load_config(Path(args.configfile)) if args.configfile else json.loads(args.config_json)
         lease = lease_for_job(args.gpus, os.environ)  # before the stage imports torch; held until the process ends
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         values = vars(args)
         record = run(config, **{name: values[name] for name in inspect.signature(run).parameters if name != "config"})
         tags = {"round" if key == "round_index" else key: values[key] for key in RUN_TAGS if values[key] is not None}
-        log_stage(args.experiment_dir, stage, tags or {"arm": "shared"}, record)
+        queue_record(args.experiment_dir, stage, tags or {"arm": "shared"}, record)
         if lease is not None:
             lease.release()
     except (ValueError, RuntimeError, FileNotFoundError, KeyError) as error:  # LeaseError is a RuntimeError

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
-from transformers import PreTrainedModel
 
 from nextrl.adapters import Adapter, Factors, base_weight_name, lora_config_for, save_scale_one_adapter
+
+if TYPE_CHECKING:  # the extrapolate stage writes candidates without loading transformers (lean job)
+    from transformers import PreTrainedModel
 
 CANDIDATE_COLUMNS = ("alpha", "adapter", "delta_frob")
 

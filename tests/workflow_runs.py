@@ -1,0 +1,59 @@
+"""Running the workflow in a test: a work directory with the repository's configs, `snakemake` on it, and what of
+its results must be identical between two runs of one config (one owner for test_workflow and test_slurm)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import torch
+from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile")]
+ENV = {**os.environ, "TQDM_DISABLE": "1"}  # the offline environment is nextrl's own (nextrl/__init__.py)
+
+
+def workdir(tmp_path: Path) -> Path:
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    return tmp_path
+
+
+def snakemake(directory: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([*SNAKEMAKE, "--directory", str(directory), "--configfile", "config/test.yaml", *args],
+                            capture_output=True, text=True, env=ENV, timeout=900, cwd=directory)  # fmt: skip
+    if check and result.returncode != 0:
+        raise AssertionError(result.stdout[-4000:] + result.stderr[-4000:])
+    return result
+
+
+def run_outputs(results: Path) -> dict[str, object]:
+    """What must be identical between an interrupted-and-resumed run and an uninterrupted one."""
+    found: dict[str, object] = {}
+    for path in sorted(results.rglob("*")):
+        relative = str(path.relative_to(results))
+        if relative.startswith("mlartifacts"):  # tracking copies, keyed by run id
+            continue
+        if path.name == "adapter_model.safetensors":
+            found[relative] = load_file(path)
+        elif path.name in ("metrics.parquet",):
+            found[relative] = pd.read_parquet(path).drop(columns="seconds")
+        elif path.name in ("eval.parquet", "test.parquet", "trajectory.parquet", "candidates.parquet"):
+            found[relative] = pd.read_parquet(path)
+    return found
+
+
+def assert_same_outputs(run: Path, reference: Path) -> None:
+    """The two runs' results (run_outputs) are equal: tables exactly, adapters bit for bit."""
+    found, expected = run_outputs(run), run_outputs(reference)
+    assert found.keys() == expected.keys()
+    for key, value in expected.items():
+        if isinstance(value, pd.DataFrame):
+            pd.testing.assert_frame_equal(found[key], value, obj=key)
+        else:
+            assert value.keys() == found[key].keys()
+            assert all(torch.equal(value[name], found[key][name]) for name in value), key
