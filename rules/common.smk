@@ -18,8 +18,9 @@ ROUND = f"{RESULTS}/{{arm}}/seed{{seed}}/round{{round}}"
 LAST_ROUND = config["rounds"] - 1
 JUMP_ARMS = jump_arms(config)
 PLAIN_ARMS = plain_arms(config)
-# Keys that only shape the DAG or the jobs' resources stay out of the stages' config, so raising them re-runs nothing old; an arm's stages
-# get its variant's settings in place (nextrl.config.arm_config), so a variant never touches another arm's jobs.
+# Keys that only shape the DAG or the jobs' resources stay out of the stages' config, so changing them re-runs nothing
+# old; an arm's stages get its variant's settings in place (nextrl.config.arm_config), so a variant never touches
+# another arm's jobs.
 DAG_KEYS = ("seeds", "arms", "rounds", "variants", "heldout", "resources")
 
 
@@ -87,7 +88,7 @@ onerror:
 
 
 onstart:
-    # A local run (not SLURM, not a dry run) stops before any job when a job would ask for more GPUs than this machine has.
+    # A local run (not SLURM, not a dry run) stops before any job if a job asks for more GPUs than this machine has.
     if workflow.local_exec:
         check_machine_has({f"resources.{kind}.gpu": asked["gpu"] for kind, asked in config["resources"].items()}, os.environ)
 
