@@ -55,7 +55,5 @@ def test_a_killed_job_frees_its_device(tmp_path):
 
 def test_a_local_run_asking_more_gpus_than_the_machine_has_names_the_key():
     check_machine_has({"resources.train.gpu": 2, "resources.fit.gpu": 0}, {"NEXTRL_GPUS": "0,1"})
-    with pytest.raises(
-        LeaseError, match=r"config key resources.fit.gpu: each such job asks for 3 GPU\(s\) but .* has 2"
-    ):
+    with pytest.raises(LeaseError, match=r"config key resources.fit.gpu: each such job needs 3 GPU\(s\) but .* has 2"):
         check_machine_has({"resources.train.gpu": 2, "resources.fit.gpu": 3}, {"NEXTRL_GPUS": "0,1"})

@@ -297,7 +297,7 @@ def test_the_slurm_profile_without_its_plugin_is_named_before_anything_runs(tmp_
         ({"resources": {"weights": {"mem_mb": -5}}}, "resources.weights.mem_mb: -5 is less than the minimum of 1"),
         ({"resources": {"train": {"runtime": "2h"}}}, "resources.train.runtime: '2h' is not of type 'integer'"),
         # a workstation without GPUs (CI): stopped in onstart, before any job
-        ({"resources": {"evaluate": {"gpu": 1}}}, "resources.evaluate.gpu: each such job asks for 1 GPU(s) but"),
+        ({"resources": {"evaluate": {"gpu": 1}}}, "resources.evaluate.gpu: each such job needs 1 GPU(s) but"),
     ],
 )
 def test_bad_config_is_rejected_before_anything_runs(tmp_path: Path, change: dict, message: str):

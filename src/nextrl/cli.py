@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -107,10 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         run = importlib.import_module(f"nextrl.stages.{stage}").run
         if "torch" in sys.modules:  # the stages that compute with torch; summary and figures never import it
             sys.modules["torch"].set_num_threads(args.threads)
-        values = vars(args)
+        values, started = vars(args), time.time()
         record = run(config, **{name: values[name] for name in inspect.signature(run).parameters if name != "config"})
         tags = {"round" if key == "round_index" else key: values[key] for key in RUN_TAGS if values[key] is not None}
-        queue_record(args.experiment_dir, stage, tags or {"arm": "shared"}, record)
+        queue_record(args.experiment_dir, stage, tags or {"arm": "shared"}, record, started)
         if lease is not None:
             lease.release()
     except (ValueError, RuntimeError, FileNotFoundError, KeyError) as error:  # LeaseError is a RuntimeError

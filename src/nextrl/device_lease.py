@@ -35,17 +35,21 @@ def machine_devices(environ: Mapping[str, str]) -> list[str]:
     return [str(index) for index, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
 
 
+def require_devices(count: int, devices: Sequence[str], who: str) -> None:
+    """A LeaseError when ``who`` (a job, or a config key's jobs) needs more GPUs than ``devices`` holds."""
+    if count > len(devices):
+        raise LeaseError(
+            f"{who} needs {count} GPU(s) but this machine has {len(devices)} ({', '.join(devices) or 'none'}; set "
+            "NEXTRL_GPUS to list them, set the request to 0, or run through a scheduler: workflow/profiles/slurm)"
+        )
+
+
 def check_machine_has(requests: Mapping[str, int], environ: Mapping[str, str]) -> None:
     """Before a local run starts: every job's GPU request (config key → GPUs per job) fits this machine's devices;
     a LeaseError names the first key that asks for more."""
     devices = machine_devices(environ)
     for key, count in requests.items():
-        if count > len(devices):
-            raise LeaseError(
-                f"config key {key}: each such job asks for {count} GPU(s) but this machine has {len(devices)} "
-                f"({', '.join(devices) or 'no nvidia-smi, no NEXTRL_GPUS'}); set it to 0, list devices in NEXTRL_GPUS, "
-                "or run through a scheduler (workflow/profiles/slurm)"
-            )
+        require_devices(count, devices, f"config key {key}: each such job")
 
 
 def lock_directory(environ: Mapping[str, str]) -> Path:
@@ -69,11 +73,7 @@ class Lease:
 
 def lease(count: int, devices: Sequence[str], lock_dir: Path, timeout_s: float, poll_s: float = 0.5) -> Lease:
     """Hold ``count`` of ``devices`` (the first free ones), waiting up to ``timeout_s`` for others to finish."""
-    if count > len(devices):
-        raise LeaseError(
-            f"resources.gpu: the job needs {count} GPU(s) but this machine has {len(devices)} "
-            f"({', '.join(devices) or 'none'}; set NEXTRL_GPUS to list them)"
-        )
+    require_devices(count, devices, "resources.gpu: the job")
     lock_dir.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout_s
     while True:

@@ -17,7 +17,6 @@ import fcntl
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from nextrl.artifacts import atomic_path
 
 
 @dataclass
@@ -42,13 +43,17 @@ def tracking_uri(experiment_dir: Path) -> str:
     return f"sqlite:///{(experiment_dir / 'mlflow.db').resolve()}?timeout=60"
 
 
-def queue_record(experiment_dir: Path, stage: str, tags: Mapping[str, Any], record: StageRecord) -> Path:
-    """Queue one finished stage job's record for :func:`log_queued` (JSON, written atomically); returns its path."""
-    queue = experiment_dir / "tracking"
-    queue.mkdir(parents=True, exist_ok=True)
+def queue_record(
+    experiment_dir: Path, stage: str, tags: Mapping[str, Any], record: StageRecord, started: float
+) -> Path:
+    """Queue one finished stage job's record for :func:`log_queued`, with the job's start (``started``, epoch seconds)
+    and end, which become the MLflow run's times; written atomically; returns its path."""
+    finished = time.time()
     content = {
         "stage": stage,
         "tags": dict(tags),
+        "start_ms": int(started * 1000),
+        "end_ms": int(finished * 1000),
         "metrics": {key: float(value) for key, value in record.metrics.items()},
         "params": record.params,
         "step_metrics": None
@@ -56,25 +61,24 @@ def queue_record(experiment_dir: Path, stage: str, tags: Mapping[str, Any], reco
         else json.loads(record.step_metrics.to_json(orient="records")),
         "artifacts": [str(path.resolve()) for path in record.artifacts],
     }
-    descriptor, staging = tempfile.mkstemp(dir=queue, prefix=".", suffix=".tmp")
-    with os.fdopen(descriptor, "w") as handle:
-        json.dump(content, handle, default=str)
-    path = queue / f"{time.time_ns()}-{os.getpid()}-{stage}.json"
-    os.replace(staging, path)
+    path = experiment_dir / "tracking" / f"{time.time_ns()}-{os.getpid()}-{stage}.json"
+    with atomic_path(path) as staging:
+        staging.write_text(json.dumps(content, default=str))
     return path
 
 
 def log_queued(experiment_dir: Path) -> int:
     """Log every queued record (oldest first) as one MLflow run each, removing it once logged; returns how many."""
-    queued = sorted((experiment_dir / "tracking").glob("*.json"))
-    if not queued:
-        return 0
+    queue = experiment_dir / "tracking"
+    if not any(queue.glob("*.json")):
+        return 0  # nothing to log: no MLflow import (`snakemake figures` after a finished run)
     import mlflow
 
     # The first client creates the sqlite schema (alembic migrations), which two processes must not do at once;
     # the lock also keeps two Snakemake runs of one experiment from logging a record twice.
     with (experiment_dir / ".mlflow.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        queued = sorted(queue.glob("*.json"))
         client = mlflow.MlflowClient(tracking_uri=tracking_uri(experiment_dir))
         found = client.get_experiment_by_name(experiment_dir.name)
         if found is None:
@@ -83,9 +87,8 @@ def log_queued(experiment_dir: Path) -> int:
         else:
             experiment_id = found.experiment_id
         for path in queued:
-            if path.exists():
-                _log_run(client, experiment_id, json.loads(path.read_text()))
-                path.unlink()
+            _log_run(client, experiment_id, json.loads(path.read_text()))
+            path.unlink()
     return len(queued)
 
 
@@ -95,8 +98,8 @@ def _log_run(client: Any, experiment_id: str, queued: Mapping[str, Any]) -> None
     stage, tags = queued["stage"], queued["tags"]
     run_tags = {key: str(value) for key, value in tags.items()} | {"stage": stage}
     run_name = "/".join(f"{key}{value}" if key in ("seed", "round") else str(value) for key, value in tags.items())
-    run = client.create_run(experiment_id, run_name=f"{run_name}/{stage}", tags=run_tags)
-    now = int(time.time() * 1000)
+    run = client.create_run(experiment_id, start_time=queued["start_ms"], run_name=f"{run_name}/{stage}", tags=run_tags)
+    now = queued["end_ms"]
     logged_metrics = [Metric(key, float(value), now, 0) for key, value in queued["metrics"].items()]
     for row in queued["step_metrics"] or []:
         step = int(row.pop("step"))
@@ -113,7 +116,7 @@ def _log_run(client: Any, experiment_id: str, queued: Mapping[str, Any]) -> None
             client.log_artifacts(run.info.run_id, str(artifact), artifact_path=artifact.name)
         elif artifact.exists():
             client.log_artifact(run.info.run_id, str(artifact))
-    client.set_terminated(run.info.run_id)
+    client.set_terminated(run.info.run_id, end_time=now)
 
 
 def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
