@@ -19,8 +19,8 @@ import torch
 from regime import overridden_config
 
 import nextrl  # noqa: F401  (offline environment)
-from nextrl.evaluation import evaluate_model
 from nextrl.models import load_model, load_tokenizer
+from nextrl.rollouts.accuracy import evaluate_model
 from nextrl.stages import base_model, data
 from nextrl.tasks import make_scorer
 

@@ -19,11 +19,11 @@ import pandas as pd
 import torch
 
 import nextrl  # noqa: F401  (offline environment)
-from nextrl.generation import HFGenerateBackend
-from nextrl.grpo_loss import token_logprobs
 from nextrl.models import load_tokenizer
+from nextrl.rl.loss import token_logprobs
+from nextrl.rl.training import attach_lora, completion_logits, grpo_step
+from nextrl.rollouts.generation import HFGenerateBackend
 from nextrl.runtime import resolve_device, training_model
-from nextrl.training import attach_lora, completion_logits, grpo_step
 
 
 def arithmetic_batch(count: int) -> pd.DataFrame:
@@ -41,7 +41,7 @@ def measure(args: argparse.Namespace, backend_name: str) -> dict[str, object]:
           "rollout_is_cap": 2.0}  # fmt: skip
     lora = {"r": args.rank, "alpha": 2 * args.rank, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
     if backend_name == "vllm":
-        from nextrl.vllm_backend import VLLMBackend, engine_options, vllm_api
+        from nextrl.rollouts.vllm_engine import VLLMBackend, engine_options, vllm_api
 
         api = vllm_api()
         engine = api.LLM(model=str(args.model), **engine_options([args.rank], 0.3, 0))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nextrl.comparison import benchmark_seconds
+from nextrl.analysis.comparison import benchmark_seconds
 
 JUMP_STAGES = ("trajectory", "fit", "extrapolate", "select")
 NAME = re.compile(r"^(?P<arm>.+)_seed(?P<seed>\d+)_round(?P<round>\d+)\.tsv$")

@@ -2,7 +2,8 @@
 
 For every round directory of a finished experiment (jump arms' trajectories), counts consecutive same-kind,
 same-module top triplets that point the same way (|cos u| > 0.3) but are stored with opposite signs
-(u·u_prev + v·v_prev < 0): once for the triplets as ``nextrl.trajectory`` stores them (aligned), once for the
+(u·u_prev + v·v_prev < 0): once for the triplets as ``nextrl.lowrank.trajectory_table`` stores them (aligned), once for
+the
 stateless rule alone (each snapshot's triplet canonicalised on its own, as before alignment existed).
 
 Usage: .venv/bin/python bench/sign_flips.py [results/default]
@@ -14,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nextrl.adapters import load_snapshots
-from nextrl.lowrank import factored_triplets
-from nextrl.trajectory import difference, position, trajectory_table
+from nextrl.lowrank.adapters import load_snapshots
+from nextrl.lowrank.svd import factored_triplets
+from nextrl.lowrank.trajectory_table import difference, position, trajectory_table
 
 
 def count(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> tuple[int, int]:

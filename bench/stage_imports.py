@@ -26,7 +26,7 @@ LINE = re.compile(r"^import time:\s+(?P<self>\d+) \|\s+(?P<cumulative>\d+) \|(?P
 
 def import_seconds(stage: str) -> dict[str, float]:
     """Cumulative import seconds of the stage job's imports, and of each heavy library it loads (top-level only)."""
-    code = f"import nextrl.cli, nextrl.config, nextrl.device_lease, nextrl.tracking, nextrl.stages.{stage}"
+    code = f"import nextrl.cli, nextrl.config, nextrl.jobs.device_lease, nextrl.jobs.tracking, nextrl.stages.{stage}"
     log = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, check=True)
     seconds = dict.fromkeys(("total", *HEAVY), 0.0)
     for line in log.stderr.splitlines():

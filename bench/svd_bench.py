@@ -1,4 +1,4 @@
-"""Benchmark: factored LoRA-delta SVD (nextrl.lowrank) vs the dense merged-matrix SVD.
+"""Benchmark: factored LoRA-delta SVD (nextrl.lowrank.svd) vs the dense merged-matrix SVD.
 
 NExt (arXiv 2604.11446, §3) keeps the top singular triplets of every LoRA weight delta.
 The reference code merged s·B A into an m×n matrix and ran a dense SVD; nextrl computes
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nextrl.lowrank import Triplets, canonicalize_signs, lora_difference_triplets, lora_triplets
+from nextrl.lowrank.svd import Triplets, canonicalize_signs, lora_difference_triplets, lora_triplets
 
 FULL_CASES: tuple[tuple[int, int, int], ...] = (
     (4096, 4096, 16),

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import nextrl  # noqa: F401  (sets the offline / no-telemetry environment for every job)
 from nextrl.config import arm_config, arm_method, jump_arms, plain_arms, training_mode, validate_config
-from nextrl.device_lease import check_machine_has
-from nextrl.tracking import log_queued
+from nextrl.jobs.device_lease import check_machine_has
+from nextrl.jobs.tracking import log_queued
 
 # The schema (workflow/schemas/config.schema.yaml, defaults filled in) and the cross-key rules, with errors that
 # name the key as `config key a.b.c: …` — the same check the CLI runs on a standalone config.
@@ -56,7 +56,7 @@ def experiment_dir(_):
 
 
 # What every stage call shares; the interpreter running Snakemake runs the stages too (the project venv). --gpus: the
-# job's GPU resource (0 for local rules, which ask for nothing), which the stage leases itself (nextrl.device_lease).
+# job's GPU resource (0 for local rules, which ask for nothing), which the stage leases itself (nextrl.jobs.device_lease).
 STAGE = {
     "config": config_of,
     "experiment_dir": experiment_dir,
@@ -78,7 +78,7 @@ def job_resources(kind):
     return {name: value for name, value in config["resources"][kind].items() if name != "cpus"}
 
 
-# Stage jobs queue their MLflow records (nextrl.tracking); this process logs them once, however the run ends.
+# Stage jobs queue their MLflow records (nextrl.jobs.tracking); this process logs them once, however the run ends.
 onsuccess:
     log_queued(Path(RESULTS))
 

@@ -1,4 +1,4 @@
-# The figures (nextrl.figures.FIGURES), one rule each, each drawn from one summary table: no model is loaded, so
+# The figures (nextrl.analysis.figures.FIGURES), one rule each, each drawn from one summary table: no model is loaded, so
 # `snakemake figures --forcerun summary` redraws every table and figure in seconds. Each PNG is a report item
 # (`snakemake --report results/<experiment>/report.html`) with its caption from workflow/report/.
 localrules:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from nextrl.advantages import (
+from nextrl.rl.advantages import (
     ADVANTAGE_ESTIMATORS,
     compute_advantages,
     grpo_advantages,

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from nextrl.artifacts import atomic_path, write_parquet
+from nextrl.jobs.artifacts import atomic_path, write_parquet
 
 
 def test_failed_write_leaves_nothing(tmp_path):

@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from nextrl.comparison import (
+from nextrl.analysis.comparison import (
     ablation_table,
     arm_table,
     confidence_interval,
@@ -16,7 +16,7 @@ from nextrl.comparison import (
     step_table,
     steps_to_target,
 )
-from nextrl.figures import same_as_none
+from nextrl.analysis.figures import same_as_none
 
 
 def test_steps_to_target_is_the_first_step_whose_three_point_mean_reaches_it():
@@ -156,7 +156,7 @@ def test_ablation_table_keeps_next_its_ablations_and_plain_rl():
 
 
 def test_experiments_side_by_side_carry_their_advantage(tmp_path):
-    from nextrl.experiments import COLUMNS, main
+    from nextrl.analysis.cross_experiment import COLUMNS, main
 
     for name, advantage, ratio in (("grpo_run", "grpo", 0.9), ("rloo_run", "rloo", 0.7)):
         summary = tmp_path / name / "summary"

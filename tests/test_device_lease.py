@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from nextrl.device_lease import LeaseError, check_machine_has, lease, lease_for_job, machine_devices
+from nextrl.jobs.device_lease import LeaseError, check_machine_has, lease, lease_for_job, machine_devices
 
 
 def test_leases_split_the_devices_and_wait_for_a_free_one(tmp_path):
@@ -40,7 +40,8 @@ def test_asking_for_more_gpus_than_the_machine_has_is_named(tmp_path):
 
 def test_a_killed_job_frees_its_device(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from nextrl.device_lease import lease; "
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from nextrl.jobs.device_lease import lease; "
          f"held = lease(1, ['0'], Path({str(tmp_path)!r}), 0); print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

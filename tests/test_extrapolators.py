@@ -1,7 +1,8 @@
 """Tests of every extrapolator (nextrl.extrapolators) on synthetic LoRA trajectories whose law is known.
 
 The trajectories are built the way the pipeline builds them: LoRA adapters W_t = W_base + O + s·B_t A_t go through
-:func:`nextrl.trajectory.trajectory_table`, so triplets, sign alignment and the round/local/target rows are real.
+:func:`nextrl.lowrank.trajectory_table.trajectory_table`, so triplets, sign alignment and the round/local/target rows
+are real.
 With B_t = p(t)·b and A fixed, G_t = O + p(t)·M (M = s·b A) and every delta is a multiple of M.
 """
 
@@ -15,11 +16,11 @@ import pandas as pd
 import pytest
 import torch
 
-from nextrl.adapters import Adapter
 from nextrl.extrapolators import REGISTRY, AlphaRL, Linear, Next, NextGlobal, NextLocal, Relex, RepeatLast
 from nextrl.extrapolators.base import ExtrapolatorError, ModuleDelta
 from nextrl.extrapolators.next import BRANCHES, TripletNetwork, group_loss, rank1_delta, seeded_network
-from nextrl.trajectory import trajectory_table
+from nextrl.lowrank.adapters import Adapter
+from nextrl.lowrank.trajectory_table import trajectory_table
 
 SHAPES = {
     "base_model.model.layers.0.self_attn.q_proj": (16, 8),

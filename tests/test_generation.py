@@ -1,8 +1,8 @@
 import torch
 
-from nextrl.generation import HFGenerateBackend, completion_mask
 from nextrl.models import load_model, load_tokenizer
-from nextrl.training import completion_logits
+from nextrl.rl.training import completion_logits
+from nextrl.rollouts.generation import HFGenerateBackend, completion_mask
 
 
 def test_completion_mask_keeps_tokens_up_to_and_including_first_eos():

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from nextrl.grpo_loss import (
+from nextrl.rl.loss import (
     AGGREGATIONS,
     KL_ESTIMATORS,
     kl_penalty,

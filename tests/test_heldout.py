@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from nextrl.heldout import compare, frobenius_inner
+from nextrl.lowrank.prediction_error import compare, frobenius_inner
 
 
 def rank1(u, v, sigma=1.0):

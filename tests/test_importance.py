@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from nextrl.importance import IS_COLUMNS, sequence_weights
+from nextrl.rl.importance import IS_COLUMNS, sequence_weights
 
 
 def test_ratios_gaps_and_truncation_by_hand():

@@ -24,7 +24,7 @@ def test_every_module_imports_first_without_a_cycle():
 def test_summary_and_figures_load_no_model():
     """`snakemake figures` redraws from Parquet alone: its stages import neither torch nor transformers nor peft."""
     check = (
-        "import sys, nextrl.cli, nextrl.stages.summary, nextrl.stages.figure, nextrl.experiments\n"
+        "import sys, nextrl.cli, nextrl.stages.summary, nextrl.stages.figure, nextrl.analysis.cross_experiment\n"
         "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300)
@@ -34,9 +34,9 @@ def test_summary_and_figures_load_no_model():
 
 def test_weight_algebra_stages_load_no_model_library_and_no_stage_loads_mlflow():
     """Lean jobs: trajectory, fit, extrapolate and heldout work on tensors and tables (no peft, no transformers); no
-    stage job imports MLflow (its record is queued, nextrl.tracking)."""
+    stage job imports MLflow (its record is queued, nextrl.jobs.tracking)."""
     check = (
-        "import sys, nextrl.cli, nextrl.tracking\n"
+        "import sys, nextrl.cli, nextrl.jobs.tracking\n"
         "import nextrl.stages.trajectory, nextrl.stages.fit, nextrl.stages.extrapolate, nextrl.stages.heldout\n"
         "print(sorted(m for m in ('transformers', 'peft', 'mlflow') if m in sys.modules))"
     )

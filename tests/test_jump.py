@@ -10,8 +10,8 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file
 
-from nextrl.adapters import load_adapter, load_offset, save_offset
-from nextrl.jumps import JumpError, alpha_grid, choose, write_candidates
+from nextrl.lowrank.adapters import load_adapter, load_offset, save_offset
+from nextrl.lowrank.jumps import JumpError, alpha_grid, choose, write_candidates
 from nextrl.models import load_model
 from nextrl.stages import rl_chunk, select
 
@@ -143,7 +143,7 @@ def test_carried_over_jump_folds_only_alpha_delta_and_keeps_the_lora(tiny_setup,
 
 def select_with(config, tiny_setup, round0, tmp_path, scores, monkeypatch=None):
     """Run select with fixed scores (the choice is tested above; here only what follows it)."""
-    import nextrl.evaluation as evaluation
+    import nextrl.rollouts.accuracy as evaluation
     import nextrl.stages.select as stage
 
     real = evaluation.evaluate_model

@@ -1,4 +1,4 @@
-"""Tests for nextrl.lowrank: factored LoRA-delta SVD (NExt arXiv 2604.11446 §3) vs a dense SVD."""
+"""Tests for nextrl.lowrank.svd: factored LoRA-delta SVD (NExt arXiv 2604.11446 §3) vs a dense SVD."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from nextrl.lowrank import (
+from nextrl.lowrank.svd import (
     LowRankError,
     Triplets,
     canonicalize_signs,

@@ -4,11 +4,11 @@ import pandas as pd
 import pytest
 import torch
 
-from nextrl.generation import HFGenerateBackend
-from nextrl.micro_batches import MicroBatchError, micro_batches, slice_weight
 from nextrl.models import load_model, load_tokenizer
+from nextrl.rl.micro_batches import MicroBatchError, micro_batches, slice_weight
+from nextrl.rl.training import attach_lora, grpo_step
+from nextrl.rollouts.generation import HFGenerateBackend
 from nextrl.tasks import make_scorer
-from nextrl.training import attach_lora, grpo_step
 
 
 def test_slices_hold_at_most_the_budget():
@@ -29,11 +29,11 @@ def test_slice_weights_are_shares_of_the_aggregation_denominator():
 
 @pytest.mark.parametrize("aggregation", ["token", "sequence"])
 def test_a_micro_batched_step_equals_the_whole_batch_step(tiny_setup, test_config, aggregation, monkeypatch):
-    import nextrl.training
+    import nextrl.rl.training
 
     slices = []
     monkeypatch.setattr(
-        nextrl.training, "micro_batches", lambda *args: slices.append(micro_batches(*args)) or slices[-1]
+        nextrl.rl.training, "micro_batches", lambda *args: slices.append(micro_batches(*args)) or slices[-1]
     )
     rl = {**test_config["rl"], "aggregation": aggregation, "kl_coef": 0.05, "updates_per_batch": 2}
     batch = pd.read_parquet(tiny_setup["data"] / "train.parquet").iloc[:4]

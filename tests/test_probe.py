@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 import torch
 
-from nextrl.adapters import Adapter
-from nextrl.probe import PROBE_COLUMNS, PROBE_KS, ray_factors
+from nextrl.lowrank.adapters import Adapter
+from nextrl.lowrank.ray import PROBE_COLUMNS, PROBE_KS, ray_factors
 from nextrl.stages import probe, rl_chunk
 
 
@@ -44,8 +44,8 @@ def test_probe_scores_every_k_and_k1_is_the_round_end(tiny_setup, test_config, t
 def test_probe_reads_a_known_accuracy_profile_along_a_hand_built_ray(test_config, tmp_path, monkeypatch):
     """A stub evaluator scores each probed adapter by its position k on the ray (recovered from its weights) with a
     known profile that peaks at k = 1.25; the stage must report that profile and the summary that it rises past 1."""
-    from nextrl.adapters import load_adapter, save_scale_one_adapter
-    from nextrl.comparison import probe_table
+    from nextrl.analysis.comparison import probe_table
+    from nextrl.lowrank.adapters import load_adapter, save_scale_one_adapter
 
     def profile(k: float) -> float:
         return 0.6 + 0.1 * k - 0.04 * k * k

@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nextrl.lr_schedule import learning_rate
+from nextrl.rl.lr_schedule import learning_rate
+from nextrl.rl.training import RLError, train_order
 from nextrl.stages import rl_chunk
-from nextrl.training import RLError, train_order
 
 
 def _chunk(tiny_setup, config, output, round_index, resume=None, seed=0):
@@ -106,7 +106,7 @@ def test_full_parameter_chunks_equal_one_continuous_run(tiny_setup, test_config,
 
 
 def test_non_finite_loss_stops_with_no_output(tiny_setup, test_config, tmp_path, monkeypatch):
-    import nextrl.training as training
+    import nextrl.rl.training as training
 
     real = training.policy_loss
 

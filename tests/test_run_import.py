@@ -7,10 +7,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from nextrl.adapters import load_adapter, load_snapshots
-from nextrl.run_import import RunImportError, check_base_shapes, copy_snapshots, find_snapshots
+from nextrl.lowrank.adapters import load_adapter, load_snapshots
+from nextrl.lowrank.foreign_run import RunImportError, check_base_shapes, copy_snapshots, find_snapshots
+from nextrl.lowrank.trajectory_table import TrajectoryError, check_compatible
 from nextrl.stages import rl_chunk, trajectory
-from nextrl.trajectory import TrajectoryError, check_compatible
 
 LAYOUT_PATHS = {
     "verl": "global_step_{}/actor/lora_adapter",

@@ -5,11 +5,11 @@ import pandas as pd
 import pytest
 import torch
 
-from nextrl.generation import HFGenerateBackend, Rollouts
 from nextrl.models import load_model, load_tokenizer
+from nextrl.rl.training import attach_lora, grpo_step
+from nextrl.rollouts.generation import HFGenerateBackend, Rollouts
 from nextrl.runtime import resolve_device, training_model
 from nextrl.tasks import make_scorer
-from nextrl.training import attach_lora, grpo_step
 
 BF16_ENTROPY_TOLERANCE = 0.01
 """Relative, on the step's mean token entropy (a function of every logit): bf16 keeps ~3 significant digits of the

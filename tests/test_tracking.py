@@ -7,12 +7,12 @@ import time
 import numpy as np
 import pandas as pd
 
-from nextrl.tracking import StageRecord, log_queued, queue_record, tracking_uri
+from nextrl.jobs.tracking import StageRecord, log_queued, queue_record, tracking_uri
 
 
 def test_a_stage_job_queues_its_record_without_importing_mlflow(tmp_path):
     check = (
-        "import sys; from pathlib import Path; from nextrl.tracking import StageRecord, queue_record\n"
+        "import sys; from pathlib import Path; from nextrl.jobs.tracking import StageRecord, queue_record\n"
         f"queue_record(Path({str(tmp_path)!r}), 'fit', {{'arm': 'next'}}, StageRecord(metrics={{'loss': 0.5}}), 0.0)\n"
         "print('mlflow' in sys.modules)"
     )

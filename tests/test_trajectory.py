@@ -10,13 +10,13 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file, save_file
 
-from nextrl.adapters import Adapter, AdapterError, load_snapshots
-from nextrl.dense_weights import save_dense_snapshot
-from nextrl.lowrank import dense_triplets
+from nextrl.lowrank.adapters import Adapter, AdapterError, load_snapshots
+from nextrl.lowrank.dense_weights import save_dense_snapshot
+from nextrl.lowrank.svd import dense_triplets
+from nextrl.lowrank.trajectory_table import TRAJECTORY_SCHEMA, TrajectoryError, trajectory_table
 from nextrl.models import load_model
+from nextrl.rl.training import full_parameter_model
 from nextrl.stages import rl_chunk, trajectory
-from nextrl.training import full_parameter_model
-from nextrl.trajectory import TRAJECTORY_SCHEMA, TrajectoryError, trajectory_table
 
 HORIZON = 2
 

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nextrl.trajectory_findings import energy_table, fit_split, linear_fit_r2, linearity_table, rank1_gram
+from nextrl.analysis.findings import energy_table, fit_split, linear_fit_r2, linearity_table, rank1_gram
 
 
 def dense_r2(steps, matrices, fitted):

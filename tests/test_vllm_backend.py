@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from nextrl.generation import Rollouts
 from nextrl.models import load_tokenizer
-from nextrl.vllm_backend import (
+from nextrl.rollouts.generation import Rollouts
+from nextrl.rollouts.vllm_engine import (
     VLLMApi,
     VLLMBackend,
     VLLMError,
@@ -117,7 +117,7 @@ def test_vllm_missing_is_named():
 def test_candidate_accuracies_score_every_adapter_from_one_generate(tokenizer):
     import pandas as pd
 
-    from nextrl.vllm_backend import candidate_accuracies
+    from nextrl.rollouts.vllm_engine import candidate_accuracies
 
     engine = FakeEngine(tokenizer.eos_token_id, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"])
     items = pd.DataFrame({"prompt": ["5+7=", "6+6=", "1+1="], "entry": ["12", "12", "2"]})
@@ -137,9 +137,9 @@ needs_gpu_vllm = pytest.mark.skipif(
 def test_real_engine_matches_the_trainer_and_follows_updates(tiny_setup, test_config, tmp_path):
     """gpu.md's smoke check on the real engine: the served adapter's sampled-token log-probs agree with the trainer's
     (mean |Δ log p| < 1e-2), and the rollouts change after one update."""
-    from nextrl.grpo_loss import token_logprobs
     from nextrl.models import load_model
-    from nextrl.training import attach_lora, completion_logits
+    from nextrl.rl.loss import token_logprobs
+    from nextrl.rl.training import attach_lora, completion_logits
 
     api = vllm_api()
     tokenizer = load_tokenizer(tiny_setup["base"])

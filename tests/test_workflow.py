@@ -16,7 +16,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from nextrl.figures import FIGURES
+from nextrl.analysis.figures import FIGURES
 from tests.workflow_runs import ENV, REPO, SNAKEMAKE, assert_same_outputs, snakemake, workdir
 
 ARMS = {"none", "next", "linear", "repeat_last", "none_fast", "none_full"}
@@ -204,7 +204,7 @@ def test_the_paper_config_plans_its_dag_with_gpu_jobs(tmp_path: Path):
 def test_mlflow_groups_stages_seeds_and_rounds(finished_run: Path):
     import mlflow
 
-    from nextrl.tracking import tracking_uri
+    from nextrl.jobs.tracking import tracking_uri
 
     assert not list((finished_run / "tracking").glob("*")), "the Snakemake process logs every queued record"
     client = mlflow.MlflowClient(tracking_uri=tracking_uri(finished_run))

@@ -2,7 +2,7 @@
 
 It only parses: the configuration arrives as ``--config-json`` (what the rules pass: the validated config without
 the keys that only shape the DAG) or ``--configfile`` (standalone use; validated here), every path as an option;
-then it calls ``nextrl.stages.<stage>.run`` and queues what that returns for MLflow (:mod:`nextrl.tracking`). Any
+then it calls ``nextrl.stages.<stage>.run`` and queues what that returns for MLflow (:mod:`nextrl.jobs.tracking`). Any
 failure prints one line naming the key or file and exits non-zero; stages write atomically, so nothing partial is
 left behind — also on SIGTERM or SIGINT, which end a stage by an exception (:func:`stop_on_sigterm`).
 """
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
             optional = kind is optional_path or dest in RUN_TAGS
             default = "" if kind is optional_path else None  # argparse passes a string default through `type`
             command.add_argument(flag, dest=dest, type=kind, required=not optional, default=default)
-        command.add_argument("--gpus", type=int, default=0, help="GPUs the job leases (nextrl.device_lease)")
+        command.add_argument("--gpus", type=int, default=0, help="GPUs the job leases (nextrl.jobs.device_lease)")
         command.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the job's cpus)")
     return parser
 
@@ -100,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     stage = args.stage
     try:
         from nextrl.config import load_config
-        from nextrl.device_lease import lease_for_job
-        from nextrl.tracking import queue_record
+        from nextrl.jobs.device_lease import lease_for_job
+        from nextrl.jobs.tracking import queue_record
 
         config = load_config(Path(args.configfile)) if args.configfile else json.loads(args.config_json)
         lease = lease_for_job(args.gpus, os.environ)  # before the stage imports torch; held until the process ends

@@ -48,7 +48,7 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
 
 def _check_gpu_requests(config: Mapping[str, Any]) -> None:
     """A job that computes on CUDA asks for the GPU it uses (``resources.<kind>.gpu``), so the scheduler — SLURM, or
-    Snakemake's ``--resources gpu=N`` with nextrl.device_lease on a workstation — gives it one of its own."""
+    Snakemake's ``--resources gpu=N`` with nextrl.jobs.device_lease on a workstation — gives it one of its own."""
     resources = config["resources"]
     if config["runtime"]["device"] == "cuda":
         for kind in ("train", "evaluate"):
@@ -73,7 +73,7 @@ def _check_training_modes(config: Mapping[str, Any]) -> None:
         if rl["mode"] == "full" and rl["kl_coef"] > 0:
             raise ConfigError(f"config key {key}: full-parameter RL has no KL reference model; set rl.kl_coef to 0")
         # Whether vLLM is installed is the job's question, not the plan's (a login node plans for GPU nodes): a stage
-        # that builds an engine stops with an error naming rollout.backend (nextrl.vllm_backend.vllm_api).
+        # that builds an engine stops with an error naming rollout.backend (nextrl.rollouts.vllm_engine.vllm_api).
         if rl["mode"] == "full" and config["rollout"]["backend"] == "vllm":
             raise ConfigError(
                 f"config key {key}: full-parameter RL needs rollout.backend hf (vLLM serves LoRA adapters)"

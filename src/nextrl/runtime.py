@@ -4,7 +4,7 @@ GPU"): the RL chunk, the warm start, evaluation and the HF scoring of candidates
 * ``device``: ``cpu``, ``cuda`` (an error naming the key when torch finds no CUDA device — no silent fall-back, so a
   GPU config never crawls on the CPU unnoticed) or ``auto`` (CUDA when present, else the CPU).
 * ``dtype``: the frozen base weights' dtype under LoRA. LoRA parameters and so AdamW's state stay fp32 (peft upcasts
-  adapters of a bf16 base, ``autocast_adapter_dtype``), log-softmax runs in fp32 (:mod:`nextrl.grpo_loss`), and on
+  adapters of a bf16 base, ``autocast_adapter_dtype``), log-softmax runs in fp32 (:mod:`nextrl.rl.loss`), and on
   CUDA the forward runs under bf16 autocast. Full-parameter RL keeps fp32 master weights whatever ``dtype`` says.
 * ``gradient_checkpointing``: enabled (non-reentrant, ``use_cache`` off) before peft wraps the model.
 

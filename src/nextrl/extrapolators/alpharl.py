@@ -4,7 +4,8 @@ AlphaRL reports that the top singular direction of the RL update moves linearly 
 ("Rank-1 Linear Dynamics") and extrapolates it to a target accuracy. Per module:
 
 1. a_t = σ₁u₁ of the global delta G_t (k = 0) over an early window: the round's first ``window`` snapshots (all of
-   them when None). Signs come aligned along the trajectory from :mod:`nextrl.trajectory` (the paper aligns each
+   them when None). Signs come aligned along the trajectory from :mod:`nextrl.lowrank.trajectory_table` (the paper
+   aligns each
    snapshot by cosine with its neighbour).
 2. A one-component PLS regression of a_t on the measured accuracy x_t (``evaluations``). With a single scalar
    predictor the one PLS component spans the predictor's whole space, so the fit is exactly ordinary least squares

@@ -3,7 +3,8 @@
 An extrapolator learns (or computes in closed form) how the weights of one RL round move and predicts the update
 W_{T+H} − W_T from the round's last snapshot T, H = ``jump.horizon`` steps ahead (NExt, arXiv 2604.11446 §3 step 5;
 the rivals of method.md §5 fit the same interface). Candidates are then W_T + α·ΔŴ for every α of ``jump.alphas``.
-Every method reads the round's trajectory table (schema owned by :mod:`nextrl.trajectory`); accuracy-driven methods
+Every method reads the round's trajectory table (schema owned by :mod:`nextrl.lowrank.trajectory_table`);
+accuracy-driven methods
 also read ``evaluations`` (columns step, accuracy: the round's validation accuracy per snapshot).
 """
 
@@ -21,8 +22,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nextrl.lowrank import factored_triplets
-from nextrl.trajectory import KINDS, TRAJECTORY_SCHEMA
+from nextrl.lowrank.svd import factored_triplets
+from nextrl.lowrank.trajectory_table import KINDS, TRAJECTORY_SCHEMA
 from nextrl.type_hints import matches_type
 
 OPTIONS_FILE = "options.json"
@@ -70,7 +71,7 @@ class ModuleDelta:
         )
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(σ·u, vᵀ) as fp32 tensors: ΔŴ = left @ right, the form :mod:`nextrl.jumps` applies."""
+        """(σ·u, vᵀ) as fp32 tensors: ΔŴ = left @ right, the form :mod:`nextrl.lowrank.jumps` applies."""
         left = torch.from_numpy(np.ascontiguousarray(self.u * self.sigma, dtype=np.float32))
         return left, torch.from_numpy(np.ascontiguousarray(self.v.T, dtype=np.float32))
 

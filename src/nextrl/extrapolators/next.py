@@ -2,7 +2,7 @@
 
 Training pairs. For every LoRA module and every snapshot step t that has a target (t + H ≤ T), the inputs are the
 top singular triplets (k = 0) of the global delta G_t = W_t − W_base and of the local delta L_t = W_t − W_{t−Δ}; the
-output is the top triplet of the target Y_t = W_{t+H} − W_t (:mod:`nextrl.trajectory`).
+output is the top triplet of the target Y_t = W_{t+H} − W_t (:mod:`nextrl.lowrank.trajectory_table`).
 
 Architecture (the public code's ``MatrixPredict``). One network per group of same-shaped vectors: all u's of length
 m share one (group ``u_<m>``), all v's of length n share one (``v_<n>``), all σ's share one (``sigma``, d = 1). Each

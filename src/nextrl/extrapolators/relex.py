@@ -21,7 +21,7 @@ Departures from the paper:
 (b) the paper sets W(t*) = W₀ + ĉ(t*)·V; relative to W_T we add the fitted coefficients' change ĉ(T + H) − ĉ(T), so
     the fit's residual at T (ĉ(T)·V − G_T: truncation plus line-fit error) is not part of the jump; the two agree
     when the fit is exact at T;
-(c) components at the numerical noise level, √λ_r ≤ √N·eps(float32)·√λ_1 (the rule of :mod:`nextrl.lowrank`), are
+(c) components at the numerical noise level, √λ_r ≤ √N·eps(float32)·√λ_1 (the rule of :mod:`nextrl.lowrank.svd`), are
     dropped rather than extrapolated.
 """
 

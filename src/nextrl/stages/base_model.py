@@ -16,10 +16,10 @@ from typing import Any
 
 import pandas as pd
 
-from nextrl.artifacts import atomic_path
+from nextrl.jobs.artifacts import atomic_path
+from nextrl.jobs.tracking import StageRecord
 from nextrl.models import build_char_tokenizer, build_tiny_model, check_model_dir, save_model
 from nextrl.runtime import resolve_device
-from nextrl.tracking import StageRecord
 from nextrl.warm_start import warm_start
 
 

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from nextrl.artifacts import atomic_path
+from nextrl.jobs.artifacts import atomic_path
+from nextrl.jobs.tracking import StageRecord
 from nextrl.tasks import build_splits
-from nextrl.tracking import StageRecord
 
 
 def run(config: Mapping[str, Any], *, output: Path) -> StageRecord:

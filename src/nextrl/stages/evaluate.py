@@ -1,7 +1,7 @@
 """The evaluate stage: accuracy of a final model (start model + its last adapter, or the base model) on one split.
 
 The test split is touched only here, once per (arm, seed) final model and once for the base model. Output: the
-per-item table of :func:`nextrl.evaluation.evaluate_split` (index, completion, reward); accuracy is its mean.
+per-item table of :func:`nextrl.rollouts.accuracy.evaluate_split` (index, completion, reward); accuracy is its mean.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from typing import Any
 import pandas as pd
 from peft import PeftModel
 
-from nextrl.artifacts import write_parquet
-from nextrl.evaluation import evaluate_model
+from nextrl.jobs.artifacts import write_parquet
+from nextrl.jobs.tracking import StageRecord
 from nextrl.models import load_tokenizer
+from nextrl.rollouts.accuracy import evaluate_model
 from nextrl.runtime import inference_model
 from nextrl.tasks import SPLITS, make_scorer
-from nextrl.tracking import StageRecord
 
 
 def run(

@@ -1,8 +1,8 @@
-"""The extrapolate stage: the fitted extrapolator's ΔŴ and the candidate jumps W_T + α·ΔŴ (:mod:`nextrl.jumps`).
+"""The extrapolate stage: the fitted extrapolator's ΔŴ and the candidate jumps W_T + α·ΔŴ (:mod:`nextrl.lowrank.jumps`).
 
 Output directory: ``alpha_<α>/`` PEFT adapters over the round's start model (over W_T after full-parameter RL;
 α = 0 always), ``jump.safetensors``
-(ΔŴ per module as low-rank factors, :func:`nextrl.adapters.save_offset` format) and ``candidates.parquet``
+(ΔŴ per module as low-rank factors, :func:`nextrl.lowrank.adapters.save_offset` format) and ``candidates.parquet``
 (alpha float64, adapter str, delta_frob float64 = ‖α·ΔŴ‖_F over all modules).
 """
 
@@ -14,12 +14,12 @@ from typing import Any
 
 import pandas as pd
 
-from nextrl.adapters import load_adapter, save_offset
-from nextrl.artifacts import atomic_path
 from nextrl.extrapolators import REGISTRY
 from nextrl.extrapolators.base import read_manifest
-from nextrl.jumps import JumpError, write_candidates
-from nextrl.tracking import StageRecord
+from nextrl.jobs.artifacts import atomic_path
+from nextrl.jobs.tracking import StageRecord
+from nextrl.lowrank.adapters import load_adapter, save_offset
+from nextrl.lowrank.jumps import JumpError, write_candidates
 
 
 def run(

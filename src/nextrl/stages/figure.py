@@ -1,4 +1,5 @@
-"""The figure stage: one figure of :data:`nextrl.figures.FIGURES`, drawn from the summary table it names, written
+"""The figure stage: one figure of :data:`nextrl.analysis.figures.FIGURES`, drawn from the summary table it names,
+written
 as ``<output>.png`` and ``<output>.pdf`` (each atomically). No model is loaded; a table with no rows (e.g. no jump
 arm, so no α sweep) gives a figure that says so instead of an error."""
 
@@ -12,9 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from nextrl.artifacts import atomic_path
-from nextrl.figures import FIGURES, plot_nothing
-from nextrl.tracking import StageRecord
+from nextrl.analysis.figures import FIGURES, plot_nothing
+from nextrl.jobs.artifacts import atomic_path
+from nextrl.jobs.tracking import StageRecord
 
 
 def run(config: Mapping[str, Any], *, name: str, summary: Path, output: Path) -> StageRecord:

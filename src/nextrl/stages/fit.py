@@ -16,10 +16,10 @@ from typing import Any
 
 import pandas as pd
 
-from nextrl.artifacts import atomic_path
 from nextrl.extrapolators import REGISTRY
+from nextrl.jobs.artifacts import atomic_path
+from nextrl.jobs.tracking import StageRecord
 from nextrl.seeding import stage_seed
-from nextrl.tracking import StageRecord
 
 
 def run(

@@ -1,9 +1,11 @@
 """The heldout stage: every registered extrapolator, fitted on the early part of one round, predicts its last target.
 
 The trajectory as if the round had ended at t* = T − H is rebuilt from the snapshots up to t* (same formulas, LoRA
-or dense: :func:`nextrl.trajectory.load_round`); each method of :data:`nextrl.extrapolators.REGISTRY` is fitted on
+or dense: :func:`nextrl.lowrank.trajectory_table.load_round`); each method of :data:`nextrl.extrapolators.REGISTRY` is
+fitted on
 it with the experiment's options (evaluations up to t* for accuracy-driven methods) and predicts W_T − W_{t*}, which
-:func:`nextrl.heldout.compare` scores against the exact truth. ``repeat_last`` is the trivial baseline; predicting
+:func:`nextrl.lowrank.prediction_error.compare` scores against the exact truth. ``repeat_last`` is the trivial
+baseline; predicting
 zero scores relative error 1; a method that cannot fit the round (ExtrapolatorError) gets one row saying why.
 Output ``heldout.parquet``: HELDOUT_COLUMNS, one row per (method, module); empty when the round is too short
 (it needs a target pair before t*, i.e. at least 2H of snapshots).
@@ -17,13 +19,13 @@ from typing import Any
 
 import pandas as pd
 
-from nextrl.artifacts import write_parquet
 from nextrl.extrapolators import REGISTRY
 from nextrl.extrapolators.base import ExtrapolatorError
-from nextrl.heldout import HELDOUT_COLUMNS, compare
+from nextrl.jobs.artifacts import write_parquet
+from nextrl.jobs.tracking import StageRecord
+from nextrl.lowrank.prediction_error import HELDOUT_COLUMNS, compare
+from nextrl.lowrank.trajectory_table import load_round
 from nextrl.seeding import stage_seed
-from nextrl.tracking import StageRecord
-from nextrl.trajectory import load_round
 
 
 def run(
@@ -40,7 +42,7 @@ def run(
     start_weights: Path | None = None,
 ) -> StageRecord:
     """Full-parameter rounds (``rl.mode: full``) need ``base_model`` and ``start_weights`` as the trajectory stage
-    does (:func:`nextrl.trajectory.load_round`)."""
+    does (:func:`nextrl.lowrank.trajectory_table.load_round`)."""
     round_ = load_round(config, round_index, snapshots, start_adapter, offset, base_model, start_weights)
     states = round_.snapshots
     steps, horizon = sorted(states), config["jump"]["horizon"]

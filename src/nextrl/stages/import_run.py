@@ -1,6 +1,7 @@
 """The import_run stage: a run trained elsewhere as round 0's RL output, so the jump rules run on it unchanged.
 
-Finds the run's LoRA snapshots in any known layout (:mod:`nextrl.run_import`), checks them against each other and
+Finds the run's LoRA snapshots in any known layout (:mod:`nextrl.lowrank.foreign_run`), checks them against each other
+and
 the base model's weight shapes, and writes what an RL chunk writes (rl_chunk's layout) except the training state:
 
     snapshots/step_<t>/  the run's adapters (t = its global step)
@@ -18,13 +19,13 @@ from typing import Any
 
 import pandas as pd
 
-from nextrl.adapters import load_adapter
-from nextrl.artifacts import atomic_path
-from nextrl.run_import import check_base_shapes, copy_snapshots, find_snapshots, read_accuracy
+from nextrl.jobs.artifacts import atomic_path
+from nextrl.jobs.tracking import StageRecord
+from nextrl.lowrank.adapters import load_adapter
+from nextrl.lowrank.foreign_run import check_base_shapes, copy_snapshots, find_snapshots, read_accuracy
+from nextrl.lowrank.trajectory_table import check_compatible
+from nextrl.rl.training import STATE_ADAPTER
 from nextrl.stages.rl_chunk import EVAL_COLUMNS, METRIC_COLUMNS
-from nextrl.tracking import StageRecord
-from nextrl.training import STATE_ADAPTER
-from nextrl.trajectory import check_compatible
 
 
 def run(

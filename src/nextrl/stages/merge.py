@@ -1,7 +1,7 @@
 """The merge stage (``import.merge``): every candidate adapter merged into the base model as a HF model directory,
 ready to continue training in the user's framework.
 
-Each candidate W_T + α·ΔŴ is a PEFT adapter over the base model (:mod:`nextrl.jumps`); peft merges it in fp32
+Each candidate W_T + α·ΔŴ is a PEFT adapter over the base model (:mod:`nextrl.lowrank.jumps`); peft merges it in fp32
 (``merge_and_unload``), and the result is saved in the dtype the base model declares
 (:func:`nextrl.models.declared_dtype`) with the base's tokenizer. Output: ``alpha_<α>/`` per candidate, as
 candidates.parquet lists them.
@@ -16,9 +16,9 @@ from typing import Any
 import pandas as pd
 from peft import PeftModel
 
-from nextrl.artifacts import atomic_path
+from nextrl.jobs.artifacts import atomic_path
+from nextrl.jobs.tracking import StageRecord
 from nextrl.models import declared_dtype, load_model, load_tokenizer, save_model
-from nextrl.tracking import StageRecord
 
 
 def run(config: Mapping[str, Any], *, base_model: Path, candidates: Path, output: Path) -> StageRecord:

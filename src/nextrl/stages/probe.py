@@ -1,5 +1,5 @@
 """The probe stage: validation accuracy along one round's own ray W_start + k·(W_T − W_start), k ∈ PROBE_KS
-(:mod:`nextrl.probe`). Output ``probe.parquet`` (PROBE_COLUMNS)."""
+(:mod:`nextrl.lowrank.ray`). Output ``probe.parquet`` (PROBE_COLUMNS)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from typing import Any
 
 import pandas as pd
 
-from nextrl.adapters import load_adapter, save_scale_one_adapter
-from nextrl.artifacts import write_parquet
-from nextrl.evaluation import score_adapters
-from nextrl.probe import PROBE_COLUMNS, PROBE_KS, ray_factors
+from nextrl.jobs.artifacts import write_parquet
+from nextrl.jobs.tracking import StageRecord
+from nextrl.lowrank.adapters import load_adapter, save_scale_one_adapter
+from nextrl.lowrank.ray import PROBE_COLUMNS, PROBE_KS, ray_factors
+from nextrl.rollouts.accuracy import score_adapters
 from nextrl.tasks import make_scorer
-from nextrl.tracking import StageRecord
 
 
 def run(

@@ -2,7 +2,8 @@
 resumable exactly.
 
 Round r covers RL steps r·C+1 … (r+1)·C. Round 0 attaches a fresh LoRA; every later round resumes the previous
-round's training state (:mod:`nextrl.training`): adapter, AdamW state, torch RNG and data cursor. Plain RL starts every
+round's training state (:mod:`nextrl.rl.training`): adapter, AdamW state, torch RNG and data cursor. Plain RL starts
+every
 round from the base model, so its chunks equal one continuous run bit for bit. A jump arm starts round r from the
 model its jump wrote (``jump.continuation: carry`` folds only α·ΔŴ into it and keeps the LoRA and AdamW, so a jump
 with α = 0 continues exactly as plain RL; ``fresh`` attaches a new LoRA and AdamW to the merged model, the paper's
@@ -10,12 +11,12 @@ way). A chunk evaluates its start only when that start was not the previous chun
 snapshot: in round 0, and after a jump that changed the weights or restarted the adapter.
 
 Full-parameter mode (``rl.mode: full``): the same loop trains every weight; snapshots hold every weight in fp32
-(:mod:`nextrl.dense_weights`) and the state holds the whole model (``state/model/``) in place of the adapter,
+(:mod:`nextrl.lowrank.dense_weights`) and the state holds the whole model (``state/model/``) in place of the adapter,
 resumed exactly like it. After a jump the round starts from the jumped model and, with ``carry``, the AdamW state
 (``fresh``: a new one).
 
 Rollouts come from the trained model's own ``generate`` (``rollout.backend: hf``) or from a vLLM engine built before
-the training copy and served the current LoRA every step (``vllm``, :mod:`nextrl.vllm_backend`; its per-step
+the training copy and served the current LoRA every step (``vllm``, :mod:`nextrl.rollouts.vllm_engine`; its per-step
 adapter copies live in a temporary directory beside the output).
 
 Output directory (written atomically as a whole)::
@@ -42,19 +43,14 @@ import torch
 from peft import PeftModel
 from tqdm import tqdm
 
-from nextrl.artifacts import atomic_path
 from nextrl.config import round_start_step
-from nextrl.evaluation import evaluate_model
-from nextrl.generation import HFGenerateBackend
-from nextrl.importance import IS_COLUMNS
-from nextrl.jumps import selected_alpha
-from nextrl.lr_schedule import learning_rate
+from nextrl.jobs.artifacts import atomic_path
+from nextrl.jobs.tracking import StageRecord
+from nextrl.lowrank.jumps import selected_alpha
 from nextrl.models import load_tokenizer
-from nextrl.runtime import forward_context, resolve_device, training_model
-from nextrl.seeding import stage_seed
-from nextrl.tasks import make_scorer
-from nextrl.tracking import StageRecord
-from nextrl.training import (
+from nextrl.rl.importance import IS_COLUMNS
+from nextrl.rl.lr_schedule import learning_rate
+from nextrl.rl.training import (
     STATE_ADAPTER,
     STATE_MODEL,
     RLError,
@@ -66,7 +62,12 @@ from nextrl.training import (
     save_training_state,
     train_order,
 )  # fmt: skip
-from nextrl.vllm_backend import VLLMBackend, engine_options, vllm_api
+from nextrl.rollouts.accuracy import evaluate_model
+from nextrl.rollouts.generation import HFGenerateBackend
+from nextrl.rollouts.vllm_engine import VLLMBackend, engine_options, vllm_api
+from nextrl.runtime import forward_context, resolve_device, training_model
+from nextrl.seeding import stage_seed
+from nextrl.tasks import make_scorer
 
 METRIC_COLUMNS = (
     "step", "reward_mean", "reward_std", "accuracy", "loss", "kl", "entropy",

@@ -2,13 +2,15 @@
 
 Selection reads only the ``selection`` split (choosing α on the curves' validation split would make them
 optimistic, and on test would leak it, method.md §4). α = 0 — no jump — is always a candidate, so a jump never
-lowers selection accuracy; ties go to the smaller α (:func:`nextrl.jumps.choose`). The chosen jump is then applied
-as ``jump.continuation`` says (:mod:`nextrl.jumps`): ``carry`` folds α·ΔŴ into the round's start model (α = 0: the
+lowers selection accuracy; ties go to the smaller α (:func:`nextrl.lowrank.jumps.choose`). The chosen jump is then
+applied
+as ``jump.continuation`` says (:mod:`nextrl.lowrank.jumps`): ``carry`` folds α·ΔŴ into the round's start model (α = 0:
+the
 start model's files are copied unchanged), ``fresh`` merges the round's adapter and α·ΔŴ. After full-parameter RL
 the start model is the round's own W_T, both fold only α·ΔŴ, and ``fresh`` only restarts AdamW (rl_chunk).
 
 Output directory: ``model/`` (the next round's start model, fp32 HF directory), ``offset.safetensors`` (its
-low-rank offset from the experiment's base model, :mod:`nextrl.adapters`) and ``selection.parquet`` (alpha
+low-rank offset from the experiment's base model, :mod:`nextrl.lowrank.adapters`) and ``selection.parquet`` (alpha
 float64, accuracy float64 on the selection split, selected bool, seconds float64).
 """
 
@@ -21,13 +23,13 @@ from typing import Any
 
 import pandas as pd
 
-from nextrl.adapters import concat_factors, load_adapter, load_offset, save_offset
-from nextrl.artifacts import atomic_path
-from nextrl.evaluation import score_adapters
-from nextrl.jumps import add_low_rank, choose
+from nextrl.jobs.artifacts import atomic_path
+from nextrl.jobs.tracking import StageRecord
+from nextrl.lowrank.adapters import concat_factors, load_adapter, load_offset, save_offset
+from nextrl.lowrank.jumps import add_low_rank, choose
 from nextrl.models import load_model, load_tokenizer, save_model
+from nextrl.rollouts.accuracy import score_adapters
 from nextrl.tasks import make_scorer
-from nextrl.tracking import StageRecord
 
 
 def run(

@@ -1,14 +1,16 @@
 """The summary stage: learning curves, steps-to-target, final test accuracy, the wall-clock split and the held-out
-predictor table, from the artifacts its rule lists (:mod:`nextrl.comparison` defines every column).
+predictor table, from the artifacts its rule lists (:mod:`nextrl.analysis.comparison` defines every column).
 
 The rule passes a manifest: ``base_test`` (the base model's test.parquet), ``plain_arms``, ``methods`` (arm → method),
 ``training`` (arm → ``lora`` | ``full``) and ``runs``, one record per (arm, seed, round) with the paths of that round's
-artifacts (:data:`nextrl.comparison.RUN_FIELDS`). Writes one directory atomically: ``curves.parquet``,
+artifacts (:data:`nextrl.analysis.comparison.RUN_FIELDS`). Writes one directory atomically: ``curves.parquet``,
 ``steps_to_target.parquet`` and ``per_seed.csv`` (per arm and seed), ``table.{md,csv,tex}`` (per arm),
 ``ablation.{md,csv,tex}`` (NExt's input ablations beside plain RL), ``heldout.{md,csv}`` (per method),
 ``probe.{md,csv}`` (per arm and round), ``findings.md`` (the paper's §2 claims checked: E1, linear-fit R²), the stage
-config as ``config.json`` (what :mod:`nextrl.experiments` reads), and the tables the figures are drawn from
-(:data:`nextrl.figures.FIGURES`): ``energy.parquet`` and ``linearity.parquet`` (:mod:`nextrl.trajectory_findings`,
+config as ``config.json`` (what :mod:`nextrl.analysis.cross_experiment` reads), and the tables the figures are drawn
+from
+(:data:`nextrl.analysis.figures.FIGURES`): ``energy.parquet`` and ``linearity.parquet``
+(:mod:`nextrl.analysis.findings`,
 on the trajectories the manifest lists: round 0 of the first jump arm and of every full-parameter arm, tagged with
 the training mode), ``alpha.parquet`` (every jump's selection sweep) and ``probe_points.parquet`` (every probe
 point). No model is loaded.
@@ -23,8 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from nextrl.artifacts import atomic_path
-from nextrl.comparison import (
+from nextrl.analysis.comparison import (
     WINDOW,
     ablation_table,
     arm_table,
@@ -34,8 +35,9 @@ from nextrl.comparison import (
     probe_table,
     stacked,
 )
-from nextrl.tracking import StageRecord
-from nextrl.trajectory_findings import GLOBAL_TOP, TRAINING_WORDS, energy_table, linearity_table, splits_used
+from nextrl.analysis.findings import GLOBAL_TOP, TRAINING_WORDS, energy_table, linearity_table, splits_used
+from nextrl.jobs.artifacts import atomic_path
+from nextrl.jobs.tracking import StageRecord
 
 
 def trajectory_findings(runs: list[Mapping[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -1,4 +1,5 @@
-"""The trajectory stage: one round's snapshots → ``trajectory.parquet`` (schema, formulas: :mod:`nextrl.trajectory`).
+"""The trajectory stage: one round's snapshots → ``trajectory.parquet`` (schema, formulas:
+:mod:`nextrl.lowrank.trajectory_table`).
 
 LoRA snapshots need the adapter the round resumed and the start model's low-rank offset; full-parameter snapshots
 (``rl.mode: full``) need the experiment's base model and the round's start model instead.
@@ -13,9 +14,9 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from nextrl.artifacts import atomic_path
-from nextrl.tracking import StageRecord
-from nextrl.trajectory import load_round
+from nextrl.jobs.artifacts import atomic_path
+from nextrl.jobs.tracking import StageRecord
+from nextrl.lowrank.trajectory_table import load_round
 
 
 def run(

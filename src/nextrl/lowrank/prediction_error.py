@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from nextrl.lowrank import factored_triplets
+from nextrl.lowrank.svd import factored_triplets
 
 HELDOUT_COLUMNS = ("method", "module", "rank1_cosine", "relative_error", "sigma_ratio", "error")
 """error: why a method could not fit or predict on this round (its row then has no module and NaN scores)."""

@@ -6,7 +6,7 @@ a fake engine. Design (gpu.md): one engine per job, built before the training co
 each RL step as a new ``LoRARequest`` — a new name and id per version, since vLLM does not reload an adapter re-added
 under a known id (failure 1 of gpu.md) — without merging and without sleep mode; ``n = group_size`` samples per
 prompt, seeded per step; the sampled tokens' log-probs come back for the importance correction
-(:mod:`nextrl.importance`). Scoring candidates: one engine with every candidate adapter loaded at once
+(:mod:`nextrl.rl.importance`). Scoring candidates: one engine with every candidate adapter loaded at once
 (``max_loras`` = candidates, ``max_lora_rank`` the next slot size vLLM allows), one greedy ``generate`` over every
 (candidate, prompt) pair.
 """
@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from nextrl.generation import Rollouts, completion_mask
+from nextrl.rollouts.generation import Rollouts, completion_mask
 
 LORA_SLOTS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 """The ``max_lora_rank`` values vLLM accepts; an adapter of rank r loads into the smallest slot ≥ r."""
@@ -88,7 +88,7 @@ class AdapterVersions:
 
 
 class VLLMBackend:
-    """Rollouts from a vLLM engine serving the trained LoRA (the :class:`nextrl.generation.GenerationBackend`
+    """Rollouts from a vLLM engine serving the trained LoRA (the :class:`nextrl.rollouts.generation.GenerationBackend`
     interface). ``save_adapter(path)`` writes the trainer's current adapter (peft ``save_pretrained``)."""
 
     def __init__(
@@ -168,7 +168,7 @@ def candidate_accuracies(
     max_new_tokens: int,
 ) -> pd.DataFrame:
     """Greedy accuracy of every adapter on ``items`` (prompt, entry columns) from one :func:`score_candidates` call;
-    the table of :func:`nextrl.evaluation.score_adapters` (name, accuracy, n_items, seconds: the shared call's
+    the table of :func:`nextrl.rollouts.accuracy.score_adapters` (name, accuracy, n_items, seconds: the shared call's
     time split evenly, since one generate scores them all)."""
     began = time.perf_counter()
     texts = score_candidates(api, engine, adapters, items["prompt"].tolist(), max_new_tokens)

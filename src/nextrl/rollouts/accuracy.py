@@ -14,7 +14,7 @@ import pandas as pd
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from nextrl.generation import GenerationBackend, HFGenerateBackend
+from nextrl.rollouts.generation import GenerationBackend, HFGenerateBackend
 from nextrl.tasks import Scorer
 
 
@@ -69,10 +69,10 @@ def score_adapters(
     side by side, on ``runtime``'s device and dtype); columns name, accuracy, n_items, seconds (load + evaluation of
     that adapter). With
     ``rollout.backend: vllm``, one vLLM engine holds every adapter at once and one generate scores them all
-    (:func:`nextrl.vllm_backend.candidate_accuracies`)."""
+    (:func:`nextrl.rollouts.vllm_engine.candidate_accuracies`)."""
     if rollout is not None and rollout["backend"] == "vllm":
-        from nextrl.adapters import load_adapter
-        from nextrl.vllm_backend import candidate_accuracies, engine_options, vllm_api
+        from nextrl.lowrank.adapters import load_adapter
+        from nextrl.rollouts.vllm_engine import candidate_accuracies, engine_options, vllm_api
 
         api = vllm_api()
         ranks = [int(load_adapter(directory).config["r"]) for directory in adapters.values()]

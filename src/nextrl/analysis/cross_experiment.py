@@ -2,7 +2,7 @@
 paper's "other RL algorithms" ablation, method.md §7 item 6; config/rloo.yaml, config/reinforce_pp.yaml), or LoRA
 vs full-parameter RL (its "without LoRA" ablation; config/full.yaml)::
 
-    python -m nextrl.experiments results/default results/default_rloo results/default_reinforce_pp \\
+    python -m nextrl.analysis.cross_experiment results/default results/default_rloo results/default_reinforce_pp \\
         --output results/algorithms
 
 Reads each experiment's ``summary/table.csv`` and ``summary/config.json`` (the summary stage writes both) and writes
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nextrl.artifacts import atomic_path
+from nextrl.jobs.artifacts import atomic_path
 
 COLUMNS = ("experiment", "advantage", "training", "arm", "seeds", "steps_to_target_mean", "ratio_to_none_mean",
            "ratio_to_none_ci95", "test_accuracy_mean", "test_accuracy_ci95", "icer")  # fmt: skip
@@ -43,7 +43,9 @@ def across_experiments(results: Sequence[Path]) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nextrl.experiments", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m nextrl.analysis.cross_experiment", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("results", type=Path, nargs="+", help="results/<experiment> directories")
     parser.add_argument("--output", type=Path, required=True, help="directory for experiments.{md,csv,tex}")
     args = parser.parse_args(argv)

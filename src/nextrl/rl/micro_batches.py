@@ -8,14 +8,14 @@ denominator, so the accumulated loss and gradient equal the full batch's (up to 
 * ``token`` aggregation, Σ_all ℓ_t / N: a slice's mean Σ_slice ℓ_t / N_slice is weighted by N_slice / N;
 * ``sequence`` aggregation, Σ_i (mean_t ℓ_it) / S over the S non-empty sequences: weight S_slice / S.
 
-(:func:`nextrl.grpo_loss.masked_aggregate` defines both.)
+(:func:`nextrl.rl.loss.masked_aggregate` defines both.)
 """
 
 from __future__ import annotations
 
 import torch
 
-from nextrl.grpo_loss import AGGREGATIONS
+from nextrl.rl.loss import AGGREGATIONS
 
 
 class MicroBatchError(ValueError):

@@ -6,14 +6,14 @@ evaluation per k and needs no fitted extrapolator. Everything is exact from the 
 W_model + s·B_s A_s (B_s A_s = 0 for a fresh LoRA) and W_T = W_model + s·B_T A_T, the ray point is the scale-1 LoRA
 [(1 − k)·s·B_s, k·s·B_T] [A_s; A_T] over the round's start model.
 
-``probe.parquet`` schema: PROBE_COLUMNS, one row per k; :func:`nextrl.comparison.probe_table` summarises them.
+``probe.parquet`` schema: PROBE_COLUMNS, one row per k; :func:`nextrl.analysis.comparison.probe_table` summarises them.
 """
 
 from __future__ import annotations
 
 import torch
 
-from nextrl.adapters import Adapter, Factors
+from nextrl.lowrank.adapters import Adapter, Factors
 
 PROBE_KS = (0.0, 0.5, 1.0, 1.25, 1.5, 2.0, 3.0)
 PROBE_COLUMNS = ("arm", "seed", "round", "k", "accuracy", "n_items")

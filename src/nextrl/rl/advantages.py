@@ -74,7 +74,7 @@ def reinforce_pp_advantages(rewards: Tensor, group_size: int, eps: float = 1e-6)
     (Hu et al. 2025, "REINFORCE++", arXiv 2501.03262, global advantage normalisation).
     The paper folds a per-token KL penalty into the reward; here it is left out and the
     KL regularisation is applied by the loss's KL term instead
-    (``nextrl.grpo_loss.policy_loss`` with ``kl_coef > 0``).
+    (``nextrl.rl.loss.policy_loss`` with ``kl_coef > 0``).
     ``group_size`` only validates the batch layout. A batch whose rewards are all equal
     gets zero advantages.
     """

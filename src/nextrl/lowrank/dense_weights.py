@@ -3,7 +3,7 @@
 A dense snapshot ``step_<t>/weights.safetensors`` holds every trained weight of the model at RL step t in fp32,
 keyed by the HF parameter name (tied weights once). Deltas are taken between such files and a model directory's
 safetensors in fp32 — never from bf16 merged weights (method.md §4). Module keys follow peft's
-(``base_model.model.<path>``, :func:`nextrl.adapters.base_weight_name` inverts them) so that the trajectory, the
+(``base_model.model.<path>``, :func:`nextrl.lowrank.adapters.base_weight_name` inverts them) so that the trajectory, the
 summary and the figures treat LoRA and full-parameter modules alike.
 """
 
@@ -16,7 +16,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from nextrl.adapters import AdapterError, base_weight_name, snapshot_steps
+from nextrl.lowrank.adapters import AdapterError, base_weight_name, snapshot_steps
 
 DENSE_WEIGHTS = "weights.safetensors"
 PEFT_PREFIX = "base_model.model."

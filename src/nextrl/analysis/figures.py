@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from nextrl.trajectory_findings import TRAINING_WORDS, splits_used
+from nextrl.analysis.findings import TRAINING_WORDS, splits_used
 
 
 def _pyplot() -> Any:

@@ -19,7 +19,7 @@ paths its rule lists and writes the results. Definitions (issue 8; method.md §6
 * ICER — RL steps run / test-accuracy gain over the base model in points; lower is better.
 * confidence intervals — mean ± Student-t 95 % half-width over seeds.
 * probe table — per (arm, round): mean validation accuracy along the round's own ray at every k, the best k and
-  whether some k > 1 beats k = 1 (:mod:`nextrl.probe`).
+  whether some k > 1 beats k = 1 (:mod:`nextrl.lowrank.ray`).
 * ablation table — the paper's NExt ablations (§3: without the global input, without the local input) beside plain
   RL: the main table's rows of the arms that run ``none``, ``next``, ``next_global`` or ``next_local``.
 * held-out table — per method: mean rank-1 cosine and median relative error over (round, module), the share of

@@ -1,4 +1,5 @@
-"""Rollout generation behind one interface: HF ``model.generate`` here, vLLM for GPU runs (:mod:`nextrl.vllm_backend`).
+"""Rollout generation behind one interface: HF ``model.generate`` here, vLLM for GPU runs
+(:mod:`nextrl.rollouts.vllm_engine`).
 
 A backend turns prompts into :class:`Rollouts`: token ids of prompts (left-padded) and completions, and the
 completion mask — 1 on every generated token up to and including the first EOS, 0 after it and on padding

@@ -9,7 +9,7 @@ After the choice (design.md, "After a jump"): ``carry`` folds only α·ΔŴ into
 training continues the same LoRA, so α = 0 leaves the weights bit-identical and the run continues exactly as plain
 RL; ``fresh`` (the paper's and RL-Extra's way) merges s·B A + α·ΔŴ and the next round trains a fresh LoRA. Either
 way the start model's low-rank offset from the experiment's base model grows by what was folded, so global deltas
-stay exact from factors (:mod:`nextrl.adapters`).
+stay exact from factors (:mod:`nextrl.lowrank.adapters`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 
-from nextrl.adapters import Adapter, Factors, base_weight_name, lora_config_for, save_scale_one_adapter
+from nextrl.lowrank.adapters import Adapter, Factors, base_weight_name, lora_config_for, save_scale_one_adapter
 
 if TYPE_CHECKING:  # the extrapolate stage writes candidates without loading transformers (lean job)
     from transformers import PreTrainedModel

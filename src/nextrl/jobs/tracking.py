@@ -8,7 +8,7 @@ sqlite:///results/<experiment>/mlflow.db`` shows seeds and chunks side by side (
 A job does not import MLflow (≈2.5 s of imports and sqlite store set-up per job, half of a light job's wall time):
 it queues its record as JSON under ``results/<experiment>/tracking/`` (:func:`queue_record`), and the Snakemake
 process logs the queue once when the workflow ends, successful or not (``onsuccess`` / ``onerror`` in
-rules/common.smk; by hand: ``python -m nextrl.tracking results/<experiment>``), removing each record it logged.
+rules/common.smk; by hand: ``python -m nextrl.jobs.tracking results/<experiment>``), removing each record it logged.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from nextrl.artifacts import atomic_path
+from nextrl.jobs.artifacts import atomic_path
 
 
 @dataclass

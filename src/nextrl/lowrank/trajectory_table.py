@@ -1,7 +1,8 @@
 """The trajectory table: top singular triplets of each LoRA module's deltas per snapshot — schema and extraction.
 
 For a round whose snapshots are W_t = W_base + O + s·B_t A_t (NExt arXiv 2604.11446 §3 step 2; O the round start's
-low-rank offset from the experiment's base model, :mod:`nextrl.adapters`; B_s A_s the adapter the round starts from,
+low-rank offset from the experiment's base model, :mod:`nextrl.lowrank.adapters`; B_s A_s the adapter the round starts
+from,
 zero for a fresh LoRA):
 
 * global  G_t = W_t − W_base           = O + s·B_t A_t              ("position", from the experiment's base model)
@@ -10,13 +11,13 @@ zero for a fresh LoRA):
 * round   W_T − W_start                = s·(B_T A_T − B_s A_s), at the last snapshot T only, with every triplet above
   the numerical rank (not only ``triplets``), so that scaling the round's own delta (RL-Extra, the probe) is exact.
 
-A full-parameter round (``rl.mode: full``, :mod:`nextrl.dense_weights`) has the same kinds from dense deltas
+A full-parameter round (``rl.mode: full``, :mod:`nextrl.lowrank.dense_weights`) has the same kinds from dense deltas
 W_t − W_base etc. of the ``lora.target_modules`` weights (:func:`dense_trajectory_table`).
 
-For LoRA, every triplet comes exactly from the factors in fp32 (:mod:`nextrl.lowrank`: QR of the stacked factors and
+For LoRA, every triplet comes exactly from the factors in fp32 (:mod:`nextrl.lowrank.svd`: QR of the stacked factors and
 an SVD of the small core); weights are never merged and no dense SVD is taken. Signs are consistent along the trajectory
 (method.md §4): each snapshot's triplets are aligned with the previous snapshot's of the same module and kind
-(:func:`nextrl.lowrank.align_signs`); only the first snapshot uses the stateless rule.
+(:func:`nextrl.lowrank.svd.align_signs`); only the first snapshot uses the stateless rule.
 
 Table schema (``trajectory.parquet``, one row per (module, step, kind, k)), TRAJECTORY_SCHEMA:
 round int32, step int64 (global RL step), module str, kind str (KINDS), k int16 (0 = top), sigma float64,
@@ -36,7 +37,8 @@ from typing import Any
 import pyarrow as pa
 import torch
 
-from nextrl.adapters import (
+from nextrl.config import round_start_step
+from nextrl.lowrank.adapters import (
     Adapter,
     AdapterError,
     Factors,
@@ -45,9 +47,8 @@ from nextrl.adapters import (
     load_offset,
     load_snapshots,
 )  # fmt: skip
-from nextrl.config import round_start_step
-from nextrl.dense_weights import DenseWeights, load_dense_snapshots, load_model_matrices
-from nextrl.lowrank import Triplets, align_signs, dense_triplets, factored_triplets
+from nextrl.lowrank.dense_weights import DenseWeights, load_dense_snapshots, load_model_matrices
+from nextrl.lowrank.svd import Triplets, align_signs, dense_triplets, factored_triplets
 
 KINDS = ("global", "local", "target", "round")
 TRAJECTORY_SCHEMA = pa.schema(
@@ -111,7 +112,7 @@ Delta = tuple[torch.Tensor, torch.Tensor] | torch.Tensor
 
 
 def delta_triplets(delta: Delta, count: int) -> Triplets:
-    """Top triplets of a delta: exactly from its factors, or by :func:`nextrl.lowrank.dense_triplets`."""
+    """Top triplets of a delta: exactly from its factors, or by :func:`nextrl.lowrank.svd.dense_triplets`."""
     return factored_triplets(*delta, count) if isinstance(delta, tuple) else dense_triplets(delta, count)
 
 
@@ -221,7 +222,7 @@ def dense_trajectory_table(
 ) -> pa.Table:
     """The trajectory table of one full-parameter round from dense snapshots W_t, the round's start weights and
     the experiment's base weights (same module keys): the same kinds and formulas as the LoRA table, with dense
-    deltas (:func:`nextrl.lowrank.dense_triplets`). The ``round`` kind keeps ``triplets`` triplets, not the
+    deltas (:func:`nextrl.lowrank.svd.dense_triplets`). The ``round`` kind keeps ``triplets`` triplets, not the
     numerical rank: a dense delta's rank is min(m, n), so RL-Extra (``linear``) on a full-parameter round scales the
     top ``jump.triplets`` triplets of W_T − W_start, not the whole delta as it does on a LoRA round."""
     steps = sorted(snapshots)

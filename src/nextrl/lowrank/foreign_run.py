@@ -13,7 +13,7 @@ Layouts (t, the global RL step, is read from the directory name; each snapshot i
 Every check names the run directory or snapshot: no recognised layout (or more than one), a base model whose weight
 shapes do not match the adapters (read from the safetensors headers: no model is loaded). Snapshots whose LoRA rank,
 targets or scale differ, and too few snapshots for the horizon, are the trajectory stage's own checks
-(:func:`nextrl.trajectory.check_compatible`), which every imported run goes through.
+(:func:`nextrl.lowrank.trajectory_table.check_compatible`), which every imported run goes through.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 from safetensors import safe_open
 
-from nextrl.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, Adapter, base_weight_name, is_adapter_dir
+from nextrl.lowrank.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, Adapter, base_weight_name, is_adapter_dir
 
 LAYOUTS: dict[str, tuple[re.Pattern[str], str]] = {
     "verl": (re.compile(r"^global_step_(\d+)$"), "actor/lora_adapter"),

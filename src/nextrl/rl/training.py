@@ -2,8 +2,8 @@
 
 Per step (GRPO, Shao et al. 2024, arXiv 2402.03300 §4.1; PPO-clip, Schulman et al. 2017 eq. 7):
 sample ``group_size`` completions for each of ``prompts_per_step`` prompts at ``temperature`` (full distribution),
-score them with the task's verifier, turn rewards into advantages (:mod:`nextrl.advantages`), then take
-``updates_per_batch`` optimizer steps on the clipped surrogate (:mod:`nextrl.grpo_loss`) with old log-probs stored
+score them with the task's verifier, turn rewards into advantages (:mod:`nextrl.rl.advantages`), then take
+``updates_per_batch`` optimizer steps on the clipped surrogate (:mod:`nextrl.rl.loss`) with old log-probs stored
 at sampling time, optionally plus a KL penalty to the base model (adapters disabled).
 
 Exact resume: a chunk that starts from the state of the previous chunk continues bit-identically to one
@@ -25,13 +25,13 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from nextrl.advantages import compute_advantages
-from nextrl.dense_weights import save_dense_snapshot
-from nextrl.generation import GenerationBackend, Rollouts
-from nextrl.grpo_loss import kl_penalty, masked_aggregate, policy_loss, token_entropy, token_logprobs
-from nextrl.importance import sequence_weights
-from nextrl.micro_batches import micro_batches, slice_weight
+from nextrl.lowrank.dense_weights import save_dense_snapshot
 from nextrl.models import save_model
+from nextrl.rl.advantages import compute_advantages
+from nextrl.rl.importance import sequence_weights
+from nextrl.rl.loss import kl_penalty, masked_aggregate, policy_loss, token_entropy, token_logprobs
+from nextrl.rl.micro_batches import micro_batches, slice_weight
+from nextrl.rollouts.generation import GenerationBackend, Rollouts
 from nextrl.tasks import Scorer
 
 TRAINING_STATE = "training_state.pt"
@@ -86,7 +86,7 @@ def full_parameter_model(model: PreTrainedModel) -> PreTrainedModel:
 
 def save_snapshot(model: PeftModel | PreTrainedModel, directory: Path) -> None:
     """A snapshot of the trained weights: the PEFT adapter (fp32 safetensors), or in full-parameter mode every
-    weight (:func:`nextrl.dense_weights.save_dense_snapshot`)."""
+    weight (:func:`nextrl.lowrank.dense_weights.save_dense_snapshot`)."""
     if isinstance(model, PeftModel):
         model.save_pretrained(directory, safe_serialization=True)
     else:
@@ -133,7 +133,7 @@ def grpo_step(
 ) -> dict[str, float]:
     """Sample, score, and take ``updates_per_batch`` clipped policy-gradient steps; returns the step's metrics.
     Rollouts that carry the sampler's log-probs (vLLM) get the truncated importance ratio on their advantages and
-    its metrics (:mod:`nextrl.importance`).
+    its metrics (:mod:`nextrl.rl.importance`).
     ``forward`` wraps every forward pass (bf16 autocast on CUDA, :func:`nextrl.runtime.forward_context`)."""
     group_size, temperature = rl["group_size"], rl["temperature"]
     backend.sync()

@@ -1,0 +1,1 @@
+"""Job plumbing: atomic artifacts, the MLflow tracking queue and GPU device leases."""

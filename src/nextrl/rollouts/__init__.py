@@ -1,0 +1,1 @@
+"""Rollouts: generation backends (HF generate, vLLM) and greedy accuracy of a split or of candidate adapters."""
