@@ -41,19 +41,21 @@ def test_a_micro_batched_step_equals_the_whole_batch_step(tiny_setup, test_confi
     results = {}
     for budget in (None, 20):  # a prompt + completion here is ~8 tokens: 2 rows per slice
         model = attach_lora(load_model(tiny_setup["base"]), test_config["lora"], seed=0)
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+        start = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+        # plain SGD: the update is lr × the gradient, so float-order differences between the two ways of summing the
+        # gradient stay at their own (relative ~1e-7) size; Adam's normalisation would magnify them on some CPUs
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-2)
         torch.manual_seed(0)  # the same rollouts for both
         backend = HFGenerateBackend(model, tokenizer, batch_size=64)
         metrics = grpo_step(model, optimizer, backend, make_scorer(test_config["task"]), batch,
                             {**rl, "micro_batch_tokens": budget})  # fmt: skip
-        weights = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
-        results[budget] = metrics, weights
+        updates = {name: p.detach() - start[name] for name, p in model.named_parameters() if p.requires_grad}
+        results[budget] = metrics, updates
     assert len(slices[0]) == 1 and len(slices[1]) >= 4  # the budget really cut the 16 rollouts
-    (whole, whole_weights), (sliced, sliced_weights) = results[None], results[20]
+    (whole, whole_updates), (sliced, sliced_updates) = results[None], results[20]
     for key in ("loss", "kl", "entropy", "grad_norm", "reward_mean"):
         assert sliced[key] == pytest.approx(whole[key], rel=1e-5, abs=1e-7), key
-    for name, weight in whole_weights.items():
-        assert torch.allclose(sliced_weights[name], weight, atol=1e-6), name
-    assert any(
-        not torch.equal(weight, torch.zeros_like(weight)) for n, weight in whole_weights.items() if "lora_B" in n
-    )
+    total = torch.sqrt(sum(update.square().sum() for update in whole_updates.values()))
+    assert total > 0  # the step moved the adapter
+    for name, update in whole_updates.items():  # float32 sums in another order: relative 1e-5 of the whole update
+        assert torch.linalg.vector_norm(sliced_updates[name] - update) <= 1e-5 * total, name

@@ -135,7 +135,9 @@ def test_a_terminated_stage_removes_its_staging_directory_and_fails(tiny_setup, 
                "--experiment-dir", str(tmp_path), "--start-model", str(tiny_setup["base"]), "--resume=",
                "--jump-selection=", "--data", str(tiny_setup["data"]), "--output", str(output), "--arm", "none",
                "--seed", "0", "--round", "0"]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # started as from `nohup … &`: SIGINT inherited as ignored, which the stage must override with its own handler
+    ignore_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=ignore_sigint)
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".rl.*.tmp/rl/snapshots/step_2")) and time.monotonic() < deadline:
         time.sleep(0.2)

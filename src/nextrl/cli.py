@@ -4,7 +4,7 @@ It only parses: the configuration arrives as ``--config-json`` (what the rules p
 the keys that only shape the DAG) or ``--configfile`` (standalone use; validated here), every path as an option;
 then it calls ``nextrl.stages.<stage>.run`` and queues what that returns for MLflow (:mod:`nextrl.jobs.tracking`). Any
 failure prints one line naming the key or file and exits non-zero; stages write atomically, so nothing partial is
-left behind — also on SIGTERM or SIGINT, which end a stage by an exception (:func:`stop_on_sigterm`).
+left behind — also on SIGTERM or SIGINT, which end a stage by an exception (:func:`stop_on_signals`).
 """
 
 from __future__ import annotations
@@ -88,14 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def stop_on_sigterm() -> None:
-    """SIGTERM (scancel, a cancelled Snakemake job) ends a stage as Ctrl-C does, by an exception, so every
-    ``atomic_path`` removes its staging directory on the way out; the exit status is 128 + 15."""
+def stop_on_signals() -> None:
+    """SIGINT (Ctrl-C) and SIGTERM (scancel, a cancelled Snakemake job) end a stage by an exception, so every
+    ``atomic_path`` removes its staging directory on the way out. Both handlers are installed here, whatever the
+    process inherited: a job started from a non-interactive background shell (``nohup … &``) inherits SIGINT as
+    ignored, and Python then installs no KeyboardInterrupt handler of its own. Exit status: 128 + 15 on SIGTERM; on
+    SIGINT, Python's own for an uncaught KeyboardInterrupt (killed by SIGINT)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
 
 def main(argv: list[str] | None = None) -> int:
-    stop_on_sigterm()
+    stop_on_signals()
     args = build_parser().parse_args(argv)
     stage = args.stage
     try:
