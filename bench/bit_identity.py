@@ -16,7 +16,8 @@ import torch
 from safetensors.torch import load_file
 
 import nextrl  # noqa: F401  (offline environment)
-from nextrl.config import arm_config, load_config
+from nextrl.config import load_config
+from nextrl.experiment import arm_config
 from nextrl.stages import rl_chunk
 
 

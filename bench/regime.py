@@ -9,7 +9,8 @@ through the stages' own ``run`` functions (no Snakemake, no per-job start-up). A
 * last_quarter_gain — accuracy at T minus accuracy at 3T/4 (> 0: still gaining);
 * k=… — the probe; ``k1.5_minus_k1`` ≥ 0 is the "can pay off" target.
 
-Example (the default regime's lead from method.md §8, three learning rates, three seeds)::
+Example (the default regime's lead from docs/method.md, "The extrapolability probe", three learning rates, three
+seeds)::
 
     .venv/bin/python bench/regime.py --label sharp --set model.warm_start.off_by_one=0.5 \\
         --lrs 1e-4 3e-4 1e-3 --seeds 0 1 2

@@ -1,4 +1,5 @@
-"""Sign flips along real trajectories: the stateless sign rule vs alignment along the trajectory (method.md §4).
+"""Sign flips along real trajectories: the stateless sign rule vs alignment along the trajectory (docs/method.md,
+"Departures from the reference code").
 
 For every round directory of a finished experiment (jump arms' trajectories), counts consecutive same-kind,
 same-module top triplets that point the same way (|cos u| > 0.3) but are stored with opposite signs

@@ -2,7 +2,9 @@
 
 NExt (arXiv 2604.11446, §3) keeps the top singular triplets of every LoRA weight delta.
 The reference code merged s·B A into an m×n matrix and ran a dense SVD; nextrl computes
-the same triplets from the factors (QR + small core SVD). This script prints
+the same triplets from the factors (QR + small core SVD), as the trajectory does: the
+delta's factors from :func:`nextrl.lowrank.trajectory_table.difference`, their triplets
+from :func:`nextrl.lowrank.svd.factored_triplets`. This script prints
 
 1. timing and agreement of the two paths on random LoRA factors, for the global delta
    s·B A and the local delta s·(B_1 A_1 − B_0 A_0);
@@ -23,7 +25,9 @@ from dataclasses import dataclass
 
 import torch
 
-from nextrl.lowrank.svd import Triplets, canonicalize_signs, lora_difference_triplets, lora_triplets
+from nextrl.lowrank.adapters import Adapter
+from nextrl.lowrank.svd import Triplets, canonicalize_signs, factored_triplets
+from nextrl.lowrank.trajectory_table import difference
 
 FULL_CASES: tuple[tuple[int, int, int], ...] = (
     (4096, 4096, 16),
@@ -37,6 +41,7 @@ B_INIT_SCALE = 1e-2
 LOCAL_STEP_SCALE = 1e-1  # relative size of the change between the two checkpoints
 TRIPLETS_PER_MODULE = 1  # k
 LORA_ALPHA_PER_RANK = 2  # alpha = 2r
+MODULE = "bench"  # the one module of each benchmark adapter
 
 FLOAT32_BYTES = 4
 SNAPSHOT_SCALARS_PER_MODULE = 2  # E1 and ‖Δ‖_F, stored next to the k triplets
@@ -87,6 +92,11 @@ def random_lora(m: int, n: int, rank: int, generator: torch.Generator) -> tuple[
 def lora_scale(rank: int) -> float:
     """LoRA scaling s = alpha / r with alpha = 2r."""
     return LORA_ALPHA_PER_RANK * rank / rank
+
+
+def adapter(b: torch.Tensor, a: torch.Tensor, scale: float) -> Adapter:
+    """A one-module adapter ``MODULE`` holding (B, A) at LoRA scale ``scale``."""
+    return Adapter({MODULE: (b, a)}, scale, {})
 
 
 def median_seconds(function: Callable[[], Triplets], repeats: int) -> tuple[float, Triplets]:
@@ -148,7 +158,7 @@ def global_row(m: int, n: int, rank: int, repeats: int, generator: torch.Generat
         (m, n),
         rank,
         "global",
-        lambda: lora_triplets(b, a, scale, TRIPLETS_PER_MODULE),
+        lambda: factored_triplets(*difference(adapter(b, a, scale), None, MODULE), TRIPLETS_PER_MODULE),
         lambda: scale * b @ a,
         repeats,
     )
@@ -161,11 +171,12 @@ def local_row(m: int, n: int, rank: int, repeats: int, generator: torch.Generato
     b_new = b_old + LOCAL_STEP_SCALE * step_b
     a_new = a_old + LOCAL_STEP_SCALE * step_a
     scale = lora_scale(rank)
+    new, old = adapter(b_new, a_new, scale), adapter(b_old, a_old, scale)
     return compare(
         (m, n),
         rank,
         "local",
-        lambda: lora_difference_triplets(b_new, a_new, b_old, a_old, scale, TRIPLETS_PER_MODULE),
+        lambda: factored_triplets(*difference(new, old, MODULE), TRIPLETS_PER_MODULE),
         lambda: scale * (b_new @ a_new - b_old @ a_old),
         repeats,
     )

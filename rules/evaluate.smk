@@ -1,14 +1,14 @@
 rule evaluate_test:
     input:
         data=DATA,
-        start=start_dir,
+        start=get_start_dir,
         rl=f"{ROUND}/rl",
     output:
         f"{ROUND}/test.parquet",
     params:
         **STAGE,
-        model=final_model,
-        adapter=final_adapter,
+        model=get_final_model,
+        adapter=get_final_adapter,
     threads: cpus("evaluate")
     resources:
         **job_resources("evaluate"),

@@ -1,106 +1,51 @@
-# The figures (nextrl.analysis.figures.FIGURES), one rule each, each drawn from one summary table: no model is loaded, so
-# `snakemake figures --forcerun summary` redraws every table and figure in seconds. Each PNG is a report item
-# (`snakemake --report results/<experiment>/report.html`) with its caption from workflow/report/.
+# The figures (nextrl.analysis.figures.FIGURES): one rule over the list, each figure drawn from one summary table. No
+# model is loaded, so `snakemake figures --forcerun summary` redraws every table and figure in seconds. Each PNG is a
+# report item (`snakemake --report results/<experiment>/report.html`) with its caption from workflow/report/figure.rst.
 localrules:
     figures,
-    figure_curves,
-    figure_energy,
-    figure_linearity,
-    figure_alpha,
-    figure_probe,
-    figure_steps,
+    figure,
 
 
-rule figure_curves:
+# The figures an experiment draws, with their report category: an imported run has no learning curves or step counts,
+# and its α sweep and probe only when it is evaluated.
+FIGURE_CATEGORIES = {
+    "curves": "1. Learning curves",
+    "steps": "2. Steps and cost",
+    "energy": "3. The trajectory (paper §2)",
+    "linearity": "3. The trajectory (paper §2)",
+    "alpha": "4. Jumps",
+    "probe": "4. Jumps",
+}
+if not IMPORTING:
+    FIGURE_NAMES = list(FIGURE_CATEGORIES)
+elif config["import"]["evaluate"]:
+    FIGURE_NAMES = ["energy", "linearity", "alpha", "probe"]
+else:
+    FIGURE_NAMES = ["energy", "linearity"]
+
+
+rule figure:
     input:
         SUMMARY,
     output:
-        **figure_outputs("curves", "1. Learning curves"),
+        png=report(
+            f"{FIGURES_DIR}/{{name}}.png",
+            caption="../workflow/report/figure.rst",
+            category=lambda w: FIGURE_CATEGORIES[w.name],
+        ),
+        pdf=f"{FIGURES_DIR}/{{name}}.pdf",
+    wildcard_constraints:
+        name="|".join(FIGURE_NAMES),
     params:
         **STAGE,
     log:
-        f"{RESULTS}/logs/figures/curves.log",
+        f"{RESULTS}/logs/figures/{{name}}.log",
     conda:
         "../envs/cpu.yaml"
     shell:
-        draw("curves")
-
-
-rule figure_energy:
-    input:
-        SUMMARY,
-    output:
-        **figure_outputs("energy", "3. The trajectory (paper §2)"),
-    params:
-        **STAGE,
-    log:
-        f"{RESULTS}/logs/figures/energy.log",
-    conda:
-        "../envs/cpu.yaml"
-    shell:
-        draw("energy")
-
-
-rule figure_linearity:
-    input:
-        SUMMARY,
-    output:
-        **figure_outputs("linearity", "3. The trajectory (paper §2)"),
-    params:
-        **STAGE,
-    log:
-        f"{RESULTS}/logs/figures/linearity.log",
-    conda:
-        "../envs/cpu.yaml"
-    shell:
-        draw("linearity")
-
-
-rule figure_alpha:
-    input:
-        SUMMARY,
-    output:
-        **figure_outputs("alpha", "4. Jumps"),
-    params:
-        **STAGE,
-    log:
-        f"{RESULTS}/logs/figures/alpha.log",
-    conda:
-        "../envs/cpu.yaml"
-    shell:
-        draw("alpha")
-
-
-rule figure_probe:
-    input:
-        SUMMARY,
-    output:
-        **figure_outputs("probe", "4. Jumps"),
-    params:
-        **STAGE,
-    log:
-        f"{RESULTS}/logs/figures/probe.log",
-    conda:
-        "../envs/cpu.yaml"
-    shell:
-        draw("probe")
-
-
-rule figure_steps:
-    input:
-        SUMMARY,
-    output:
-        **figure_outputs("steps", "2. Steps and cost"),
-    params:
-        **STAGE,
-    log:
-        f"{RESULTS}/logs/figures/steps.log",
-    conda:
-        "../envs/cpu.yaml"
-    shell:
-        draw("steps")
+        call("figure", f"--name {{wildcards.name}} --summary {{input}} --output {FIGURES_DIR}/{{wildcards.name}}", per_run=False)
 
 
 rule figures:
     input:
-        [getattr(rules, f"figure_{name}").output for name in FIGURE_NAMES],
+        expand(f"{FIGURES_DIR}/{{name}}.{{extension}}", name=FIGURE_NAMES, extension=["png", "pdf"]),

@@ -1,5 +1,16 @@
 # A run trained elsewhere (config `import`): its snapshots become round 0's RL output, so trajectory, fit,
 # extrapolate (and with import.evaluate: probe and select) run on it unchanged; merge writes HF model directories.
+
+
+# What an imported run yields beyond the summary and figures: every arm's candidates (and merged models).
+IMPORTED_TARGETS = [
+    f"{round_dir(arm, seed, 0)}/{output}"
+    for arm in config["arms"]
+    for seed in config["seeds"]
+    for output in ["jump/candidates", *(["jump/merged"] if config["import"]["merge"] else [])]
+] if IMPORTING else []
+
+
 if IMPORTING:
 
     ruleorder: import_run > rl_chunk

@@ -1,18 +1,28 @@
 # The jump between rounds of an extrapolating arm: trajectory → fit → extrapolate → select, and the held-out check.
 
 
+# The rounds that get the held-out check (config `heldout`: off, first_round, every_round), never the last; round 0 is
+# `none`'s chunk in every jump arm, so it is checked once, in the first jump arm.
+HELDOUT_CHECKED = {
+    (arm, r)
+    for arm in JUMP_ARMS
+    for r in range(LAST_ROUND)
+    if config["heldout"] != "off" and (arm == JUMP_ARMS[0] if r == 0 else config["heldout"] == "every_round")
+}
+
+
 rule trajectory:
     input:
         rl=f"{ROUND}/rl",
-        previous=previous_rl,
-        start=start_dir,
+        previous=get_previous_rl,
+        start=get_start_dir,
     output:
         f"{ROUND}/trajectory.parquet",
     params:
         **STAGE,
-        start_adapter=start_adapter,
-        offset=start_offset,
-        dense=dense_trajectory_options,
+        start_adapter=get_start_adapter,
+        offset=get_start_offset,
+        dense=get_dense_options,
     threads: cpus("weights")
     resources:
         **job_resources("weights"),
@@ -25,7 +35,7 @@ rule trajectory:
     shell:
         call(
             "trajectory",
-            "--snapshots {input.rl}/snapshots --start-adapter={params.start_adapter} --offset={params.offset}",
+            f"--snapshots {RL_INPUT.snapshots} --start-adapter={{params.start_adapter}} --offset={{params.offset}}",
             "{params.dense} --output {output}",
         )
 
@@ -49,7 +59,11 @@ rule fit:
     conda:
         "../envs/cpu.yaml"
     shell:
-        call("fit", "--method {params.method} --trajectory {input.trajectory} --evaluations {input.rl}/eval.parquet --output {output}")
+        call(
+            "fit",
+            f"--method {{params.method}} --trajectory {{input.trajectory}} --evaluations {RL_INPUT.evaluations}",
+            "--output {output}",
+        )
 
 
 rule extrapolate:
@@ -61,7 +75,7 @@ rule extrapolate:
         directory(f"{ROUND}/jump/candidates"),
     params:
         **STAGE,
-        adapter=final_adapter,
+        adapter=get_final_adapter,
     threads: cpus("weights")
     resources:
         **job_resources("weights"),
@@ -82,16 +96,16 @@ rule extrapolate:
 rule select:
     input:
         data=DATA,
-        start=start_dir,
+        start=get_start_dir,
         rl=f"{ROUND}/rl",
         candidates=f"{ROUND}/jump/candidates",
     output:
         directory(f"{ROUND}/jump/selected"),
     params:
         **STAGE,
-        model=final_model,
-        start_offset=start_offset,
-        adapter=final_adapter,
+        model=get_final_model,
+        start_offset=get_start_offset,
+        adapter=get_final_adapter,
     threads: cpus("evaluate")
     resources:
         **job_resources("evaluate"),
@@ -112,15 +126,15 @@ rule select:
 rule heldout:
     input:
         rl=f"{ROUND}/rl",
-        previous=previous_rl,
-        start=start_dir,
+        previous=get_previous_rl,
+        start=get_start_dir,
     output:
         f"{ROUND}/heldout.parquet",
     params:
         **STAGE,
-        start_adapter=start_adapter,
-        offset=start_offset,
-        dense=dense_trajectory_options,
+        start_adapter=get_start_adapter,
+        offset=get_start_offset,
+        dense=get_dense_options,
     threads: cpus("weights")
     resources:
         **job_resources("weights"),
@@ -133,6 +147,6 @@ rule heldout:
     shell:
         call(
             "heldout",
-            "--snapshots {input.rl}/snapshots --start-adapter={params.start_adapter} --offset={params.offset}",
-            "--evaluations {input.rl}/eval.parquet {params.dense} --output {output}",
+            f"--snapshots {RL_INPUT.snapshots} --start-adapter={{params.start_adapter}} --offset={{params.offset}}",
+            f"--evaluations {RL_INPUT.evaluations} {{params.dense}} --output {{output}}",
         )

@@ -1,15 +1,33 @@
+# The extrapolability probe: accuracy along a round's own ray W_start + k·(W_T − W_start).
+
+
+# The rounds that get a probe: every LoRA round of a plain arm, and a jump arm's rounds after the first (its round 0
+# is `none`'s chunk, probed there); full-parameter rounds have no LoRA factors to ray. An imported run is probed once,
+# in its first arm, when it is evaluated (config `import.evaluate`).
+PROBED = {
+    (arm, r)
+    for arm in config["arms"]
+    for r in range(config["rounds"])
+    if (
+        config["import"]["evaluate"] and arm == JUMP_ARMS[0]
+        if IMPORTING
+        else (r > 0 or not jumps(arm)) and not full_mode(arm)
+    )
+}
+
+
 rule probe:
     input:
         data=DATA,
-        start=start_dir,
+        start=get_start_dir,
         rl=f"{ROUND}/rl",
-        previous=previous_rl,
+        previous=get_previous_rl,
     output:
         f"{ROUND}/probe.parquet",
     params:
         **STAGE,
-        start_model=start_model,
-        start_adapter=start_adapter,
+        start_model=get_start_model,
+        start_adapter=get_start_adapter,
     threads: cpus("evaluate")
     resources:
         **job_resources("evaluate"),
@@ -22,6 +40,6 @@ rule probe:
     shell:
         call(
             "probe",
-            "--start-model {params.start_model} --adapter {input.rl}/state/adapter",
+            f"--start-model {{params.start_model}} --adapter {RL_INPUT.adapter}",
             "--start-adapter={params.start_adapter} --data {input.data} --output {output}",
         )

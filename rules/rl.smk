@@ -1,15 +1,15 @@
 rule rl_chunk:
     input:
         data=DATA,
-        start=start_dir,
-        previous=previous_rl,
+        start=get_start_dir,
+        previous=get_previous_rl,
     output:
         directory(f"{ROUND}/rl"),
     params:
         **STAGE,
-        start_model=start_model,
-        resume=resume_state,
-        jump_selection=jump_selection,
+        start_model=get_start_model,
+        resume=get_resume,
+        jump_selection=get_jump_selection,
     threads: cpus("train")
     resources:
         **job_resources("train"),
@@ -49,4 +49,4 @@ if "none" in config["arms"] and JUMP_ARMS:
         conda:
             "../envs/cpu.yaml"
         shell:
-            "rm -rf {params.staging} && cp -r {input} {params.staging} && mv {params.staging} {output} 2> {log}"
+            "(rm -rf {params.staging} && cp -r {input} {params.staging} && mv {params.staging} {output}) > {log} 2>&1"

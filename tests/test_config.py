@@ -1,6 +1,7 @@
 import pytest
 
-from nextrl.config import ConfigError, arm_config, arm_method, plain_arms, validate_config
+from nextrl.config import ConfigError, validate_config
+from nextrl.experiment import arm_config, arm_method, plain_arms
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ With B_t = p(t)·b and A fixed, G_t = O + p(t)·M (M = s·b A) and every delta i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -17,9 +18,10 @@ import pytest
 import torch
 
 from nextrl.extrapolators import REGISTRY, AlphaRL, Linear, Next, NextGlobal, NextLocal, Relex, RepeatLast
-from nextrl.extrapolators.base import ExtrapolatorError, ModuleDelta
+from nextrl.extrapolators.base import OPTIONS_FILE, ExtrapolatorError
 from nextrl.extrapolators.next import BRANCHES, TripletNetwork, group_loss, rank1_delta, seeded_network
 from nextrl.lowrank.adapters import Adapter
+from nextrl.lowrank.module_delta import ModuleDelta
 from nextrl.lowrank.trajectory_table import trajectory_table
 
 SHAPES = {
@@ -259,14 +261,34 @@ def test_next_negative_sigma_reverses_the_direction() -> None:
     np.testing.assert_array_equal(delta.dense(), [[0.0, -6.0], [0.0, 0.0]])
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback on a machine without CUDA")
-def test_next_cuda_falls_back_to_the_cpu_with_a_warning(
-    linear_motion: tuple[pd.DataFrame, dict[str, np.ndarray]],
+@pytest.mark.parametrize("cls", [Next, NextGlobal, NextLocal])
+def test_next_cuda_without_cuda_is_an_error_naming_the_key(
+    cls: type, linear_motion: tuple[pd.DataFrame, dict[str, np.ndarray]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    predictor = Next({**FAST_NEXT, "device": "cuda"})
-    with pytest.warns(UserWarning, match="CUDA is unavailable"):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    predictor = cls({**FAST_NEXT, "device": "cuda"})
+    with pytest.raises(RuntimeError, match=rf"extrapolators\.{cls.name}\.device: cuda, but torch finds no CUDA device"):
         predictor.fit(linear_motion[0])
-    assert all(next(network.parameters()).device.type == "cpu" for network in predictor.networks.values())
+    assert predictor.networks == {}
+
+
+def test_a_predictor_fitted_for_cuda_loads_on_the_cpu(
+    tmp_path: Path, linear_motion: tuple[pd.DataFrame, dict[str, np.ndarray]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``device`` is where the predictor trains; ``load`` (the CPU extrapolate job) puts the networks on the CPU."""
+    trajectory, _ = linear_motion
+    predictor = Next(FAST_NEXT)
+    predictor.fit(trajectory)
+    predictor.save(tmp_path / "next")
+    manifest = json.loads((tmp_path / "next" / OPTIONS_FILE).read_text())
+    manifest["options"]["device"] = "cuda"  # as the fit job of a GPU config writes it
+    (tmp_path / "next" / OPTIONS_FILE).write_text(json.dumps(manifest))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    loaded = Next.load(tmp_path / "next")
+    assert loaded.options.device == "cuda"
+    assert all(next(network.parameters()).device.type == "cpu" for network in loaded.networks.values())
+    for module, delta in loaded.predict(trajectory).items():
+        np.testing.assert_array_equal(delta.dense(), predictor.predict(trajectory)[module].dense())
 
 
 # --- every registered method ----------------------------------------------------------------------------------------

@@ -1,5 +1,10 @@
+import contextlib
+import itertools
 import math
+from collections.abc import Iterator
+from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 import torch
 
@@ -12,6 +17,8 @@ from nextrl.rl.loss import (
     token_entropy,
     token_logprobs,
 )
+from nextrl.rl.training import grpo_step
+from nextrl.rollouts.generation import Rollouts
 
 
 def assert_values(actual: torch.Tensor, expected: list[list[float]]) -> None:
@@ -336,3 +343,107 @@ def test_policy_loss_rejects_bad_arguments(overrides: dict[str, object], match: 
 def test_exported_names() -> None:
     assert KL_ESTIMATORS == ("k1", "k2", "k3")
     assert AGGREGATIONS == ("token", "sequence")
+
+
+# --- the step's logged metrics (grpo_step) ------------------------------------------------
+
+
+class TokenTable(torch.nn.Module):
+    """A hand-checkable policy: the same learnable logits at every position; with the adapter disabled (the KL
+    reference) the logits are zero, i.e. uniform over the vocabulary."""
+
+    def __init__(self, logits: list[float]) -> None:
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.tensor(logits))
+        self.adapter = True
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor):
+        logits = self.logits if self.adapter else torch.zeros_like(self.logits)
+        return SimpleNamespace(logits=logits.expand(*input_ids.shape, -1))
+
+    @contextlib.contextmanager
+    def disable_adapter(self) -> Iterator[None]:
+        self.adapter = False
+        try:
+            yield
+        finally:
+            self.adapter = True
+
+
+class FixedRollouts:
+    """One prompt, three completions over the vocabulary {0, 1, 2}: "right" = 1 1 (reward 1), "meh" = 0 (reward 1/2)
+    and "wrong" = 2 (reward 0), each short one padded. Response tokens 1, 1, 0, 2; Dr. GRPO advantages +1/2, 0, −1/2."""
+
+    rollouts = Rollouts(
+        prompt_ids=torch.zeros(3, 1, dtype=torch.long),
+        prompt_mask=torch.ones(3, 1, dtype=torch.long),
+        completion_ids=torch.tensor([[1, 1], [0, 0], [2, 0]]),
+        completion_mask=torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 0.0]]),
+        texts=["right", "meh", "wrong"],
+    )
+
+    def sync(self) -> None:
+        """Fixed rollouts: nothing to serve."""
+
+    def generate(self, prompts: list[str], num_samples: int, max_new_tokens: int, temperature: float) -> Rollouts:
+        return self.rollouts
+
+
+REWARDS = {"right": 1.0, "meh": 0.5, "wrong": 0.0}
+STEP_RL = {
+    "group_size": 3, "temperature": 1.0, "max_new_tokens": 2, "advantage": "grpo", "scale_by_std": False,
+    "micro_batch_tokens": None, "clip_eps": 0.2, "aggregation": "token", "kl_coef": 0.0, "kl_estimator": "k3",
+    "updates_per_batch": 1, "max_grad_norm": 1e9, "rollout_is_cap": 2.0,
+}  # fmt: skip
+ROW_SLICES = 3  # micro_batch_tokens: a prompt + completion is 3 tokens, so one row per slice
+
+
+def logged_step(model: TokenTable, lr: float, **rl: object) -> dict[str, float]:
+    batch = pd.DataFrame({"prompt": ["p"], "entry": ["{}"]})
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    scorer = lambda text, entry: REWARDS[text]  # noqa: E731
+    return grpo_step(model, optimizer, FixedRollouts(), scorer, batch, {**STEP_RL, **rl})  # type: ignore[arg-type]
+
+
+# Policy softmax([0, ln 3, 0]) = [1/5, 3/5, 1/5], reference uniform 1/3: log-ratio r = ln(9/5) on the two 1s and
+# ln(3/5) on the 0 and the 2; the logged kl is the token mean of the estimator (k1 r, k2 r²/2, k3 e^−r − 1 + r).
+KL_BY_HAND = {
+    "k1": (2 * math.log(9 / 5) + 2 * math.log(3 / 5)) / 4,
+    "k2": (2 * 0.5 * math.log(9 / 5) ** 2 + 2 * 0.5 * math.log(3 / 5) ** 2) / 4,
+    "k3": (2 * (5 / 9 - 1 + math.log(9 / 5)) + 2 * (5 / 3 - 1 + math.log(3 / 5))) / 4,
+}
+
+
+@pytest.mark.parametrize("micro_batch_tokens", [None, ROW_SLICES], ids=["whole", "row_slices"])
+@pytest.mark.parametrize("estimator", KL_ESTIMATORS)
+def test_the_logged_kl_uses_the_configured_estimator(estimator: str, micro_batch_tokens: int | None) -> None:
+    metrics = logged_step(TokenTable([0.0, math.log(3.0), 0.0]), 0.0, kl_coef=0.1, kl_estimator=estimator,
+                          micro_batch_tokens=micro_batch_tokens)  # fmt: skip
+    assert metrics["kl"] == pytest.approx(KL_BY_HAND[estimator], abs=1e-6)  # float32 log-probs
+    assert metrics["clip_fraction"] == 0.0  # one update: the ratio is exactly 1
+    assert min(abs(a - b) for a, b in itertools.combinations(KL_BY_HAND.values(), 2)) > 1e-3  # they differ here
+
+
+def test_the_logged_kl_is_the_token_mean_of_kl_penalty() -> None:
+    model = TokenTable([0.3, -0.2, 0.1])
+    metrics = logged_step(model, 0.0, kl_coef=0.1, kl_estimator="k1")
+    rollouts = FixedRollouts.rollouts
+    logprobs = token_logprobs(model.logits.detach().expand(3, 2, -1), rollouts.completion_ids, 1.0)
+    reference = torch.full_like(logprobs, math.log(1 / 3))
+    expected = masked_aggregate(kl_penalty(logprobs, reference, "k1"), rollouts.completion_mask, "token")
+    assert metrics["kl"] == pytest.approx(float(expected), rel=1e-6)
+    assert logged_step(TokenTable([0.3, -0.2, 0.1]), 0.0)["kl"] == 0.0  # no KL penalty: no reference, kl 0
+
+
+@pytest.mark.parametrize("micro_batch_tokens", [None, ROW_SLICES], ids=["whole", "row_slices"])
+def test_the_clip_fraction_is_logged_token_weighted_over_slices(micro_batch_tokens: int | None) -> None:
+    """Two updates from logits 0 (uniform). The first update's gradient of the token-mean surrogate moves the
+    logits by lr/4 · (−1/6, 5/6, −2/3), so with lr 4 the second update sees ratio 3·p(1) ≈ 1.89 on the 1s (A > 0,
+    above 1 + 0.2: clipped) and 3·p(2) ≈ 0.42 on the 2 (A < 0, below 1 − 0.2: clipped); the 0 has A = 0 and is never
+    clipped. Clip fraction 3/4 of the tokens — the row-sliced step weighs its slices (1, 0, 1) by their token shares
+    (1/2, 1/4, 1/4), not 1/3 each (which would give 2/3)."""
+    probabilities = torch.softmax(torch.tensor([-1 / 6, 5 / 6, -2 / 3], dtype=torch.float64), dim=0)
+    assert 3 * probabilities[1] > 1.8 and 3 * probabilities[2] < 0.5  # far outside the clip range
+    metrics = logged_step(TokenTable([0.0, 0.0, 0.0]), 4.0, updates_per_batch=2, micro_batch_tokens=micro_batch_tokens)
+    assert metrics["clip_fraction"] == pytest.approx(3 / 4)
+    assert 0.0 <= metrics["clip_fraction"] <= 1.0

@@ -83,7 +83,7 @@ def test_choose_prefers_accuracy_then_smaller_alpha():
 
 
 def run_round1(config, tiny_setup, round0, output, start_model, jump_selection):
-    rl_chunk.run(config, start_model=start_model, resume=round0 / "state", jump_selection=jump_selection,
+    rl_chunk.run(config, start_model=start_model, resume=round0, jump_selection=jump_selection,
                  data=tiny_setup["data"], output=output, seed=2, round_index=1)  # fmt: skip
 
 

@@ -1,4 +1,8 @@
-"""Tests for nextrl.lowrank.svd: factored LoRA-delta SVD (NExt arXiv 2604.11446 §3) vs a dense SVD."""
+"""Tests for nextrl.lowrank.svd: factored LoRA-delta SVD (NExt arXiv 2604.11446 §3) vs a dense SVD.
+
+The factors are built as the trajectory builds them (:func:`nextrl.lowrank.trajectory_table.difference`): the global
+delta s·B A as (s·B, A), the local delta s·(B_new A_new − B_old A_old) as (s·[B_new, −B_old], [A_new; A_old]).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,15 @@ import math
 import pytest
 import torch
 
+from nextrl.lowrank.adapters import Adapter
 from nextrl.lowrank.svd import (
     LowRankError,
     Triplets,
     canonicalize_signs,
     dense_triplets,
     factored_triplets,
-    lora_difference_triplets,
-    lora_triplets,
 )
+from nextrl.lowrank.trajectory_table import delta_triplets, difference
 
 TOLERANCE = 1e-5
 M, N, RANK, SCALE = 256, 192, 8, 2.0
@@ -27,6 +31,18 @@ def random_lora(m: int, n: int, rank: int, seed: int) -> tuple[torch.Tensor, tor
     b = torch.randn(m, rank, generator=generator) / math.sqrt(m)
     a = torch.randn(rank, n, generator=generator) / math.sqrt(n)
     return b, a
+
+
+def lora_factors(b: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The global delta s·B A as the factors (s·B, A)."""
+    return SCALE * b, a
+
+
+def stacked_difference(
+    b_new: torch.Tensor, a_new: torch.Tensor, b_old: torch.Tensor, a_old: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The local delta s·(B_new A_new − B_old A_old) as the stacked factors (s·[B_new, −B_old], [A_new; A_old])."""
+    return torch.cat([SCALE * b_new, -SCALE * b_old], dim=1), torch.cat([a_new, a_old], dim=0)
 
 
 def assert_triplets_close(actual: Triplets, expected: Triplets) -> None:
@@ -41,10 +57,10 @@ def assert_triplets_close(actual: Triplets, expected: Triplets) -> None:
 
 
 @pytest.mark.parametrize("k", [1, 3, RANK])
-def test_lora_triplets_match_dense_svd(k: int) -> None:
+def test_factored_triplets_match_dense_svd(k: int) -> None:
     b, a = random_lora(M, N, RANK, seed=0)
     delta = SCALE * b @ a
-    actual = lora_triplets(b, a, SCALE, k)
+    actual = factored_triplets(*lora_factors(b, a), k)
     expected = dense_triplets(delta, k)
 
     assert actual.u.shape == (M, k) and actual.v.shape == (N, k) and actual.sigma.shape == (k,)
@@ -75,7 +91,7 @@ def test_difference_triplets_match_dense_svd(old_rank: int) -> None:
     b_old, a_old = random_lora(M, N, old_rank, seed=4)
     delta = SCALE * (b_new @ a_new - b_old @ a_old)
     k = RANK + old_rank
-    actual = lora_difference_triplets(b_new, a_new, b_old, a_old, SCALE, k)
+    actual = factored_triplets(*stacked_difference(b_new, a_new, b_old, a_old), k)
     expected = dense_triplets(delta, k)
 
     assert actual.spectrum.shape == (RANK + old_rank,)
@@ -83,12 +99,22 @@ def test_difference_triplets_match_dense_svd(old_rank: int) -> None:
     assert actual.frobenius_norm == pytest.approx(float(torch.linalg.norm(delta.double())), rel=TOLERANCE)
 
 
+def test_trajectory_difference_of_two_adapters_matches_dense_svd() -> None:
+    b_new, a_new = random_lora(M, N, RANK, seed=3)
+    b_old, a_old = random_lora(M, N, RANK, seed=4)
+    new, old = Adapter({"m": (b_new, a_new)}, SCALE, {}), Adapter({"m": (b_old, a_old)}, SCALE, {})
+    delta = SCALE * (b_new @ a_new - b_old @ a_old)
+    for factors, expected in ((difference(new, old, "m"), delta), (difference(new, None, "m"), SCALE * b_new @ a_new)):
+        assert_triplets_close(delta_triplets(factors, 2 * RANK), dense_triplets(expected, 2 * RANK))
+
+
 def test_difference_of_identical_checkpoints_is_zero() -> None:
     b, a = random_lora(M, N, RANK, seed=5)
-    triplets = lora_difference_triplets(b, a, b, a, SCALE, k=2)
+    triplets = factored_triplets(*stacked_difference(b, a, b, a), k=2)
     assert triplets.spectrum.numel() == 0
     assert torch.count_nonzero(triplets.sigma) == 0
     assert triplets.energy_ratio == 0.0
+    assert not any(bool(tensor.isnan().any()) for tensor in (triplets.u, triplets.sigma, triplets.v))
 
 
 def test_same_product_from_other_factors_gives_same_triplets() -> None:
@@ -121,7 +147,7 @@ def test_sign_convention_flips_a_negative_dominant_entry() -> None:
 
 def test_dominant_entry_of_every_u_column_is_positive() -> None:
     b, a = random_lora(M, N, RANK, seed=9)
-    triplets = lora_triplets(b, a, SCALE, RANK)
+    triplets = factored_triplets(*lora_factors(b, a), RANK)
     dominant = triplets.u.gather(0, triplets.u.abs().argmax(dim=0, keepdim=True))
     assert bool((dominant > 0).all())
 
@@ -141,7 +167,7 @@ def test_canonicalize_signs_is_stateless_and_breaks_ties_by_first_index() -> Non
 def test_zero_delta_gives_zeros_without_nan() -> None:
     _, a = random_lora(M, N, RANK, seed=10)
     b = torch.zeros(M, RANK)  # LoRA initialisation
-    for triplets in (lora_triplets(b, a, SCALE, 2), dense_triplets(torch.zeros(M, N), 2)):
+    for triplets in (factored_triplets(*lora_factors(b, a), 2), dense_triplets(torch.zeros(M, N), 2)):
         for tensor in (triplets.u, triplets.sigma, triplets.v):
             assert not bool(tensor.isnan().any())
         assert torch.count_nonzero(triplets.sigma) == 0
@@ -152,7 +178,7 @@ def test_zero_delta_gives_zeros_without_nan() -> None:
 
 def test_k_above_rank_pads_with_zero_triplets() -> None:
     b, a = random_lora(M, N, 2, seed=11)
-    triplets = lora_triplets(b, a, SCALE, k=5)
+    triplets = factored_triplets(*lora_factors(b, a), k=5)
     assert triplets.sigma.shape == (5,)
     assert triplets.u.shape == (M, 5) and triplets.v.shape == (N, 5)
     assert triplets.spectrum.shape == (2,)
@@ -166,44 +192,38 @@ def test_k_above_rank_pads_with_zero_triplets() -> None:
 def test_dense_reconstructs_a_rank_one_delta() -> None:
     generator = torch.Generator().manual_seed(12)
     column, row = torch.randn(M, 1, generator=generator), torch.randn(1, N, generator=generator)
-    triplets = lora_triplets(column, row, SCALE, k=1)
+    triplets = factored_triplets(*lora_factors(column, row), k=1)
     torch.testing.assert_close(triplets.dense(), SCALE * column @ row, atol=TOLERANCE, rtol=1e-5)
     assert triplets.energy_ratio == pytest.approx(1.0)
 
 
 def test_inputs_are_cast_to_float32() -> None:
     b, a = random_lora(M, N, RANK, seed=13)
-    triplets = lora_triplets(b.double(), a.to(torch.bfloat16), SCALE, k=2)
+    triplets = factored_triplets(SCALE * b.double(), a.to(torch.bfloat16), k=2)
     assert triplets.u.dtype == triplets.sigma.dtype == triplets.v.dtype == torch.float32
     assert triplets.spectrum.dtype == torch.float32
+    reference = dense_triplets(SCALE * b.double() @ a.to(torch.bfloat16).double(), k=2)
+    torch.testing.assert_close(triplets.sigma, reference.sigma, atol=TOLERANCE, rtol=0)
 
 
-def test_mismatched_lora_factors_raise_naming_both_shapes() -> None:
-    message = r"B has 16 columns but A has 8 rows.*\(256, 16\).*\(8, 192\)"
+def test_mismatched_factors_raise_naming_both_shapes() -> None:
+    message = r"left has 16 columns but right has 8 rows \(left: \(256, 16\), right: \(8, 192\)\)"
     with pytest.raises(ValueError, match=message):
-        lora_triplets(torch.zeros(256, 16), torch.zeros(8, 192), SCALE, k=1)
-
-
-def test_mismatched_generic_factors_raise() -> None:
-    with pytest.raises(ValueError, match=r"left has 3 columns but right has 4 rows"):
-        factored_triplets(torch.zeros(5, 3), torch.zeros(4, 6), k=1)
-    with pytest.raises(ValueError, match="2-D"):
+        factored_triplets(torch.zeros(256, 16), torch.zeros(8, 192), k=1)
+    with pytest.raises(ValueError, match=r"left and right must be 2-D; got left: \(5,\), right: \(5, 6\)"):
         factored_triplets(torch.zeros(5), torch.zeros(5, 6), k=1)
 
 
-def test_difference_with_mismatched_deltas_raises_naming_all_shapes() -> None:
+def test_difference_with_a_mismatched_old_rank_raises_naming_the_stacked_shapes() -> None:
     b_new, a_new = random_lora(M, N, RANK, seed=14)
-    b_old, a_old = random_lora(M + 1, N, RANK, seed=15)
-    with pytest.raises(ValueError, match=r"256×192 but B_old @ A_old is 257×192.*\(257, 8\)"):
-        lora_difference_triplets(b_new, a_new, b_old, a_old, SCALE, k=1)
-    with pytest.raises(ValueError, match="B_old has 8 columns but A_old has 4 rows"):
-        lora_difference_triplets(b_new, a_new, b_new, a_new[:4], SCALE, k=1)
+    with pytest.raises(ValueError, match=r"left has 16 columns but right has 12 rows.*\(256, 16\).*\(12, 192\)"):
+        factored_triplets(*stacked_difference(b_new, a_new, b_new, a_new[:4]), k=1)
 
 
 def test_non_positive_k_raises() -> None:
     b, a = random_lora(M, N, RANK, seed=16)
     with pytest.raises(ValueError, match="k must be at least 1"):
-        lora_triplets(b, a, SCALE, k=0)
+        factored_triplets(*lora_factors(b, a), k=0)
     with pytest.raises(ValueError, match="k must be at least 1"):
         dense_triplets(b @ a, k=0)
 

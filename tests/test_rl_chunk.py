@@ -32,7 +32,7 @@ def _two_chunks_and_one_run(tiny_setup, config, tmp_path):
     """round0 + round1 (resumed) and one run of both chunks' steps (``whole``); returns the chunk length."""
     steps = config["rl"]["chunk_steps"]
     _chunk(tiny_setup, config, tmp_path / "round0", 0)
-    _chunk(tiny_setup, config, tmp_path / "round1", 1, resume=tmp_path / "round0" / "state")
+    _chunk(tiny_setup, config, tmp_path / "round1", 1, resume=tmp_path / "round0")
     continuous = copy.deepcopy(config)
     continuous["rl"]["chunk_steps"] = 2 * steps
     _chunk(tiny_setup, continuous, tmp_path / "whole", 0)

@@ -1,5 +1,5 @@
 """The runtime settings: a bf16 base on the CPU takes the same GRPO step as fp32 within a stated tolerance; CUDA
-asked for without CUDA is an error naming the key."""
+asked for without CUDA is an error naming the config key (``runtime.device`` or the key the caller names)."""
 
 import pandas as pd
 import pytest
@@ -8,7 +8,7 @@ import torch
 from nextrl.models import load_model, load_tokenizer
 from nextrl.rl.training import attach_lora, grpo_step
 from nextrl.rollouts.generation import HFGenerateBackend, Rollouts
-from nextrl.runtime import resolve_device, training_model
+from nextrl.runtime import resolve_device, torch_device, training_model
 from nextrl.tasks import make_scorer
 
 BF16_ENTROPY_TOLERANCE = 0.01
@@ -65,3 +65,14 @@ def test_cuda_without_cuda_is_named_and_auto_falls_back(monkeypatch):
     with pytest.raises(RuntimeError, match=r"runtime.device: cuda, but torch finds no CUDA device"):
         resolve_device({"device": "cuda"})
     assert resolve_device({"device": "auto"}) == torch.device("cpu")
+    assert resolve_device({"device": "cpu"}) == torch.device("cpu")
+
+
+def test_torch_device_names_the_key_it_is_given(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match=r"^extrapolators\.next\.device: cuda, but torch finds no CUDA device"):
+        torch_device("cuda", "extrapolators.next.device")
+    assert torch_device("auto", "extrapolators.next.device") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # with CUDA: cuda and auto both name it
+    assert torch_device("cuda", "runtime.device") == torch.device("cuda")
+    assert torch_device("auto", "runtime.device") == torch.device("cuda")

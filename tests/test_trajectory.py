@@ -1,5 +1,5 @@
 """Trajectory exactness on snapshots the project produced (against dense SVDs of merged deltas), the offset and
-round kinds, and signs consistent along the trajectory (method.md §4)."""
+round kinds, and signs consistent along the trajectory (docs/method.md, "Departures from the reference code")."""
 
 import shutil
 

@@ -135,7 +135,8 @@ needs_gpu_vllm = pytest.mark.skipif(
 
 @needs_gpu_vllm
 def test_real_engine_matches_the_trainer_and_follows_updates(tiny_setup, test_config, tmp_path):
-    """gpu.md's smoke check on the real engine: the served adapter's sampled-token log-probs agree with the trainer's
+    """docs/gpu.md's smoke check on the real engine: the served adapter's sampled-token log-probs agree with the
+    trainer's
     (mean |Δ log p| < 1e-2), and the rollouts change after one update."""
     from nextrl.models import load_model
     from nextrl.rl.loss import token_logprobs

@@ -3,6 +3,7 @@ bad input rejected before anything runs or by the stage that meets it, lint, pro
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -346,3 +347,34 @@ def test_a_fresh_variant_restarts_its_adapter_after_the_jump(tmp_path: Path):
     assert "--start-adapter= " in probes["next_fresh"]
     assert '"continuation": "fresh"' in probes["next_fresh"] and '"continuation": "carry"' in probes["next"]
     assert "share_first_round" in planned  # the variant's round 0 is none's chunk
+
+
+def test_no_command_line_grows_with_the_experiment(tmp_path: Path):
+    """The summary's manifest travels in a file: planning config/compare.yaml at 8 rounds (a 285 KB manifest, over
+    Linux's 128 KiB limit for one argument) prints no command over 10 KB."""
+    directory = workdir(tmp_path)
+    result = snakemake(directory, "--configfile", "config/compare.yaml", "--config", "rounds=8", "-n", "-p")
+    commands = [line for line in result.stdout.splitlines() if "-m nextrl.cli" in line]
+    assert any(" summary " in line for line in commands)
+    assert max(len(line) for line in commands) < 10_000
+
+
+def test_the_summary_reads_a_manifest_the_size_of_a_large_comparison(finished_run: Path, tmp_path: Path):
+    """The summary stage on 480 run records (compare.yaml at 8 rounds: 12 arms × 5 seeds × 8 rounds): the test run's
+    12 records, each repeated as 40 seeds. Identical seeds must give the test run's own means."""
+    from nextrl.stages import summary
+
+    manifest = json.loads((finished_run / "summary_manifest.json").read_text())
+    manifest["runs"] = [{**run, "seed": seed} for seed in range(40) for run in manifest["runs"]]
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(manifest))
+    assert len(manifest["runs"]) == 480 and path.stat().st_size > 128 * 1024
+    config = json.loads((finished_run / "summary" / "config.json").read_text())
+    summary.run(config, manifest=path, output=tmp_path / "summary")
+    table = pd.read_csv(tmp_path / "summary" / "table.csv").set_index("arm")
+    original = pd.read_csv(finished_run / "summary" / "table.csv").set_index("arm")
+    assert set(table.index) == ARMS
+    pd.testing.assert_series_equal(table["test_accuracy_mean"], original["test_accuracy_mean"])
+    assert (
+        pd.read_parquet(tmp_path / "summary" / "steps_to_target.parquet").groupby("arm")["seed"].nunique() == 40
+    ).all()

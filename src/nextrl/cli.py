@@ -62,7 +62,7 @@ STAGES: dict[str, dict[str, Callable[[str], Any]]] = {
     "evaluate": {"start_model": Path, "adapter": optional_path, "data": Path, "split": str},
     "import_run": {"run_dir": Path, "base_model": Path, "accuracy": optional_path},
     "merge": {"base_model": Path, "candidates": Path},
-    "summary": {"manifest": json.loads},
+    "summary": {"manifest": Path},
     "figure": {"name": str, "summary": Path},
 }
 RUN_TAGS = {"arm": str, "seed": int, "round_index": int}

@@ -1,7 +1,8 @@
 """The experiment configuration: JSON-Schema validation (with defaults) and the cross-key rules a schema cannot say.
 
-The schema lives in ``workflow/schemas/config.schema.yaml`` and documents every key. Snakemake validates the
-config with it before building the DAG; :func:`load_config` does the same for standalone use and the CLI.
+The schema ships inside the package (``nextrl/config.schema.yaml``) and documents every key, so an installed nextrl
+validates a config anywhere. The workflow validates its config with it before building the DAG (rules/common.smk);
+:func:`load_config` does the same for standalone use and the CLI.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Any
 import jsonschema
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+from nextrl.experiment import arm_config, arm_method, jump_arms, plain_arms
+
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
 
 class ConfigError(ValueError):
@@ -80,11 +83,6 @@ def _check_training_modes(config: Mapping[str, Any]) -> None:
             )
 
 
-def training_mode(config: Mapping[str, Any], arm: str) -> str:
-    """How an arm's RL trains: ``lora`` or ``full`` (every weight)."""
-    return arm_config(config, arm)["rl"]["mode"]
-
-
 def _check_schema(config: dict[str, Any], schema: Mapping[str, Any], prefix: str = "") -> None:
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
     errors = sorted(validator.iter_errors(config), key=lambda error: list(error.absolute_path))
@@ -92,30 +90,6 @@ def _check_schema(config: dict[str, Any], schema: Mapping[str, Any], prefix: str
         error = errors[0]
         key = prefix + ".".join(str(part) for part in error.absolute_path) or "<top level>"
         raise ConfigError(f"config key {key}: {error.message}")
-
-
-def arm_method(config: Mapping[str, Any], arm: str) -> str:
-    """The method an arm runs: ``none`` (plain RL) or an extrapolator's name (a variant names its ``of``)."""
-    return config["variants"][arm]["of"] if arm in config["variants"] else arm
-
-
-def plain_arms(config: Mapping[str, Any]) -> list[str]:
-    """The arms that run plain RL (``none`` and its variants), in ``arms`` order."""
-    return [arm for arm in config["arms"] if arm_method(config, arm) == "none"]
-
-
-def jump_arms(config: Mapping[str, Any]) -> list[str]:
-    """The arms that jump between rounds (extrapolators and their variants), in ``arms`` order."""
-    return [arm for arm in config["arms"] if arm_method(config, arm) != "none"]
-
-
-def arm_config(config: Mapping[str, Any], arm: str) -> dict[str, Any]:
-    """The configuration one arm's stages run with: ``config`` with the arm's variant overrides (if any) applied."""
-    resolved = copy.deepcopy(dict(config))
-    for section, overrides in config["variants"].get(arm, {}).items():
-        if section != "of":
-            resolved[section] = {**resolved[section], **overrides}
-    return resolved
 
 
 def _check_variant(config: Mapping[str, Any], name: str, schema: Mapping[str, Any]) -> None:
@@ -223,11 +197,6 @@ def _check_task(task: Mapping[str, Any]) -> None:
             raise ConfigError(f"config key task.path: task file {task['path']} does not exist")
         if sum(task["fractions"].values()) >= 1:
             raise ConfigError(f"config key task.fractions: {dict(task['fractions'])} leave no train split (sum ≥ 1)")
-
-
-def round_start_step(config: Mapping[str, Any], round_index: int) -> int:
-    """The RL step at which round r starts (design.md, "Step accounting"): round r covers steps r·C+1 … (r+1)·C."""
-    return round_index * config["rl"]["chunk_steps"]
 
 
 def load_config(path: Path) -> dict[str, Any]:

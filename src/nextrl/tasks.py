@@ -31,7 +31,6 @@ from nextrl.type_hints import matches_type
 SPLITS = ("train", "selection", "validation", "test")
 """selection chooses α (the only split select reads); validation draws the curves and steps-to-target; test is
 touched once per final model. Built in this order, each de-duplicated against the ones before it."""
-SPLIT_COLUMNS = ("index", "prompt", "answer", "entry")
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 Scorer = Callable[[str, str], float]

@@ -3,7 +3,8 @@
 Standard next-token cross-entropy on ``prompt + answer + EOS`` with the loss on the answer and EOS only
 (prompt tokens are masked), AdamW, a fixed number of steps over seeded random mini-batches of the train split.
 
-``off_by_one`` > 0 makes a "sharpening" base (method.md §8): that share of the labels, drawn per example from its own
+``off_by_one`` > 0 makes a "sharpening" base (docs/method.md, "The extrapolability probe"): that share of the labels,
+drawn per example from its own
 seeded stream, is replaced by the answer ± 1, so the model learns to put mass on the right answer and on its
 neighbours: greedy accuracy well below its pass@k, the regime where RLVR sharpens a distribution it already has.
 Above 2/3 the right answer is no longer the labels' mode (each neighbour gets share/2): a model trained to
@@ -16,7 +17,6 @@ validation accuracy (README, "Choosing the default regime"; ``bench/base_lottery
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +25,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from nextrl.rl.lr_schedule import cosine_decay
 
 
 def supervised_batch(
@@ -67,11 +69,12 @@ def off_by_one_labels(answers: list[str], share: float, generator: np.random.Gen
 
 def warm_start_lr(step: int, settings: Mapping[str, Any]) -> float:
     """Learning rate of optimizer step ``step`` (0-based): constant, or cosine from ``lr`` to 0 over ``steps``
-    (Loshchilov & Hutter 2017, SGDR eq. 5 without restarts), so the last mini-batches move the weights little.
-    It does not make the base's accuracy independent of the seed or thread count (module docstring)."""
+    (:func:`nextrl.rl.lr_schedule.cosine_decay`, Loshchilov & Hutter 2017, SGDR eq. 5 without restarts), so the last
+    mini-batches move the weights little. It does not make the base's accuracy independent of the seed or thread
+    count (module docstring)."""
     if settings["schedule"] == "constant":
         return settings["lr"]
-    return settings["lr"] * 0.5 * (1 + math.cos(math.pi * step / max(settings["steps"], 1)))
+    return cosine_decay(settings["lr"], step, max(settings["steps"], 1))
 
 
 def warm_start(

@@ -1,7 +1,7 @@
 """Comparing arms from their artifacts: learning curves, steps-to-target, confidence intervals, the held-out table.
 
 Pure functions over the tables the stages wrote; the summary stage (:mod:`nextrl.stages.summary`) hands them the
-paths its rule lists and writes the results. Definitions (issue 8; method.md §6 for ICER):
+paths its rule lists and writes the results. Definitions (issue 8; docs/method.md, "References" for ICER):
 
 * curves — arm, seed, round, step, accuracy, point (start|snapshot): validation accuracy vs cumulative RL steps; a
   jump that changed the weights gives two points at its step (the round's end and the next round's start).
@@ -36,7 +36,7 @@ from typing import Any
 
 import pandas as pd
 
-from nextrl.config import round_start_step
+from nextrl.experiment import round_start_step
 
 RUN_FIELDS = (
     "arm",

@@ -1,5 +1,6 @@
 """The main tables of several experiments side by side: e.g. GRPO vs RLOO vs REINFORCE++ under the same arms (the
-paper's "other RL algorithms" ablation, method.md §7 item 6; config/rloo.yaml, config/reinforce_pp.yaml), or LoRA
+paper's "other RL algorithms" ablation, docs/method.md, "Rival extrapolators"; config/rloo.yaml,
+config/reinforce_pp.yaml), or LoRA
 vs full-parameter RL (its "without LoRA" ablation; config/full.yaml)::
 
     python -m nextrl.analysis.cross_experiment results/default results/default_rloo results/default_reinforce_pp \\

@@ -1,4 +1,5 @@
-"""The paper's two motivating findings (NExt arXiv 2604.11446 §2, method.md §2) measured on trajectory tables.
+"""The paper's two motivating findings (NExt arXiv 2604.11446 §2, docs/method.md, "The paper's §2 findings, checked on
+every run") measured on trajectory tables.
 
 * **Rank-1 dominance** (paper Fig. 2): E1 = σ1/Σσ of each module's global delta G_t (the trajectory's
   ``energy_ratio``), summarised per module type (the last part of the module name: ``q_proj``, …) and RL step.

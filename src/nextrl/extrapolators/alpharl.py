@@ -1,4 +1,5 @@
-"""``alpharl``: AlphaRL, rank-1 updates extrapolated linearly in accuracy (arXiv 2510.00553; method.md §5).
+"""``alpharl``: AlphaRL, rank-1 updates extrapolated linearly in accuracy (arXiv 2510.00553; docs/method.md, "Rival
+extrapolators").
 
 AlphaRL reports that the top singular direction of the RL update moves linearly with the model's accuracy
 ("Rank-1 Linear Dynamics") and extrapolates it to a target accuracy. Per module:
@@ -16,7 +17,7 @@ AlphaRL reports that the top singular direction of the RL update moves linearly 
 
 Departures from the paper: the paper adds â·v₁ᵀ to the base weights (an absolute position); we add the change from
 a(x_T) to a(x*) to W_T, so the jump starts where the round ended (the two agree when a(x_T) = σ₁u₁ of G_T, e.g. when
-a_t is exactly affine in x_t). method.md describes the regression of a_t against accuracy followed by an inversion;
+a_t is exactly affine in x_t). docs/method.md describes the regression of a_t against accuracy followed by an inversion;
 if the paper's PLS instead takes a_t as predictors of accuracy, the two fits agree exactly when a_t is affine in x_t
 and differ otherwise.
 
@@ -34,19 +35,9 @@ import numpy as np
 import pandas as pd
 from safetensors.numpy import load_file, save_file
 
-from nextrl.extrapolators.base import (
-    ExtrapolatorError,
-    ModuleDelta,
-    empty_fit_log,
-    horizon_of,
-    last_step,
-    parse_options,
-    restore,
-    snapshot_steps,
-    top_triplets,
-    validate_trajectory,
-    write_options,
-)
+from nextrl.extrapolators.base import ExtrapolatorError, empty_fit_log, parse_options, restore, write_options
+from nextrl.lowrank.module_delta import ModuleDelta
+from nextrl.lowrank.trajectory_table import horizon_of, last_step, snapshot_steps_of, top_triplets, validate_trajectory
 
 SLOPES_FILE = "slopes.safetensors"
 
@@ -134,7 +125,7 @@ class AlphaRL:
     def fit(self, trajectory: pd.DataFrame, evaluations: pd.DataFrame | None = None) -> pd.DataFrame:
         """Regress a_t on accuracy over the window and fix the target accuracy; closed form (empty fit log)."""
         validate_trajectory(trajectory, require_targets=False)
-        steps = snapshot_steps(trajectory)
+        steps = snapshot_steps_of(trajectory)
         window, last = steps[: self.options.window], steps[-1]
         used = sorted({*window, last})
         accuracy = dict(zip(used, accuracy_at(evaluations, used), strict=True))

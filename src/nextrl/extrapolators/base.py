@@ -1,8 +1,10 @@
-"""What every extrapolator shares: the predicted delta, the interface, option parsing and trajectory access.
+"""What every extrapolator shares: the interface, option parsing and saving. The predicted delta is
+:class:`nextrl.lowrank.module_delta.ModuleDelta`; the trajectory queries live in :mod:`nextrl.lowrank.trajectory_table`.
 
 An extrapolator learns (or computes in closed form) how the weights of one RL round move and predicts the update
 W_{T+H} − W_T from the round's last snapshot T, H = ``jump.horizon`` steps ahead (NExt, arXiv 2604.11446 §3 step 5;
-the rivals of method.md §5 fit the same interface). Candidates are then W_T + α·ΔŴ for every α of ``jump.alphas``.
+the rivals of docs/method.md, "Rival extrapolators" fit the same interface). Candidates are then W_T + α·ΔŴ for every α
+of ``jump.alphas``.
 Every method reads the round's trajectory table (schema owned by :mod:`nextrl.lowrank.trajectory_table`);
 accuracy-driven methods
 also read ``evaluations`` (columns step, accuracy: the round's validation accuracy per snapshot).
@@ -14,16 +16,13 @@ import dataclasses
 import json
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
-import numpy as np
 import pandas as pd
-import torch
 
-from nextrl.lowrank.svd import factored_triplets
-from nextrl.lowrank.trajectory_table import KINDS, TRAJECTORY_SCHEMA
+from nextrl.lowrank.module_delta import ModuleDelta
+from nextrl.lowrank.trajectory_table import deltas_at, last_step, validate_trajectory
 from nextrl.type_hints import matches_type
 
 OPTIONS_FILE = "options.json"
@@ -33,60 +32,10 @@ class ExtrapolatorError(ValueError):
     """An extrapolator cannot fit or predict on what it was given; the message names the module, step or option."""
 
 
-# eq=False: the generated __eq__/__hash__ would compare numpy arrays, which has no single truth value.
-@dataclass(frozen=True, eq=False)
-class ModuleDelta:
-    """A predicted weight delta for one module, rank k: Σ_i sigma[i] u[:, i] v[:, i]ᵀ (u, v unit columns)."""
-
-    u: np.ndarray  # (m, k) float32
-    sigma: np.ndarray  # (k,) float32
-    v: np.ndarray  # (n, k) float32
-
-    def __post_init__(self) -> None:
-        if self.u.ndim != 2 or self.v.ndim != 2 or self.sigma.ndim != 1:
-            raise ValueError(
-                f"ModuleDelta needs u (m, k), sigma (k,), v (n, k); got shapes u {self.u.shape}, "
-                f"sigma {self.sigma.shape}, v {self.v.shape}"
-            )
-        if not self.u.shape[1] == self.sigma.shape[0] == self.v.shape[1]:
-            raise ValueError(f"ModuleDelta rank mismatch: u {self.u.shape}, sigma {self.sigma.shape}, v {self.v.shape}")
-
-    @classmethod
-    def from_factors(cls, left: np.ndarray, right: np.ndarray) -> ModuleDelta:
-        """The exact SVD of ``left @ right`` (m×q times q×n) from the factors, every non-zero triplet kept."""
-        left_t, right_t = (
-            torch.from_numpy(np.asarray(left, np.float32)),
-            torch.from_numpy(np.asarray(right, np.float32)),
-        )
-        found = factored_triplets(left_t, right_t, max(1, left_t.shape[1]))
-        rank = max(1, len(found.spectrum))
-        return cls(found.u[:, :rank].numpy(), found.sigma[:rank].numpy(), found.v[:, :rank].numpy())
-
-    def scaled(self, factor: float) -> ModuleDelta:
-        """factor · ΔŴ; a negative factor flips u (σ stays ≥ 0)."""
-        sign = np.float32(-1.0 if factor < 0 else 1.0)
-        # in float64 whatever the factor's type, so a numpy and a Python scalar give the same bits
-        return ModuleDelta(
-            sign * self.u, (abs(float(factor)) * self.sigma.astype(np.float64)).astype(np.float32), self.v
-        )
-
-    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(σ·u, vᵀ) as fp32 tensors: ΔŴ = left @ right, the form :mod:`nextrl.lowrank.jumps` applies."""
-        left = torch.from_numpy(np.ascontiguousarray(self.u * self.sigma, dtype=np.float32))
-        return left, torch.from_numpy(np.ascontiguousarray(self.v.T, dtype=np.float32))
-
-    def dense(self) -> np.ndarray:
-        """The (m, n) matrix (for tests and small held-out comparisons)."""
-        return (self.u * self.sigma) @ self.v.T
-
-    def is_finite(self) -> bool:
-        """True when every entry of u, sigma and v is finite (a NaN/inf prediction must not be written)."""
-        return bool(np.isfinite(self.u).all() and np.isfinite(self.sigma).all() and np.isfinite(self.v).all())
-
-
 @runtime_checkable
 class Extrapolator(Protocol):
-    """Predicts W_{T+H} − W_T per module from one round's trajectory (NExt §3 step 5; method.md §5).
+    """Predicts W_{T+H} − W_T per module from one round's trajectory (NExt §3 step 5; docs/method.md, "Rival
+    extrapolators").
 
     ``name`` is the registry key (what ``arms`` and ``extrapolators`` in the config name); ``Options`` the frozen
     dataclass of its options, whose fields mirror the method's block in the config schema; ``requires_evaluations``
@@ -207,76 +156,3 @@ def read_manifest(directory: Path) -> dict[str, Any]:
 def empty_fit_log() -> pd.DataFrame:
     return pd.DataFrame({"epoch": pd.Series(dtype="int64"), "group": pd.Series(dtype="str"),
                          "loss": pd.Series(dtype="float64"), "lr": pd.Series(dtype="float64")})  # fmt: skip
-
-
-def validate_trajectory(trajectory: pd.DataFrame, *, require_targets: bool = True) -> None:
-    """Check the trajectory table against its schema; raise ExtrapolatorError naming what is wrong.
-
-    Checks: the schema's columns present, kinds valid, one horizon and one start step, at least one target row
-    (unless ``require_targets`` is False, e.g. when only predicting), constant u/v lengths per module.
-    """
-    missing = [column for column in TRAJECTORY_SCHEMA.names if column not in trajectory.columns]
-    if missing:
-        raise ExtrapolatorError(f"trajectory is missing column(s) {missing}; required: {TRAJECTORY_SCHEMA.names}")
-    bad_kinds = sorted(set(trajectory["kind"].unique()) - set(KINDS))
-    if bad_kinds:
-        raise ExtrapolatorError(f"trajectory column 'kind' has invalid value(s) {bad_kinds}; valid: {sorted(KINDS)}")
-    for column in ("horizon", "start_step"):
-        values = sorted(int(value) for value in trajectory[column].unique())
-        if len(values) != 1:
-            raise ExtrapolatorError(f"trajectory column {column!r} must hold one value, found {values}")
-    if require_targets and not (trajectory["kind"] == "target").any():
-        steps = sorted(int(s) for s in trajectory["step"].unique())
-        raise ExtrapolatorError(
-            "trajectory has no target rows: the round has fewer snapshots than the horizon needs "
-            f"(horizon H={horizon_of(trajectory)}, snapshot steps {steps})"
-        )
-    for role in ("u", "v"):
-        distinct = trajectory[role].map(len).groupby(trajectory["module"]).unique()
-        for module, values in distinct.items():
-            if len(values) > 1:
-                raise ExtrapolatorError(
-                    f"module {module!r}: mismatched shapes between snapshots ({role} lengths {sorted(values)})"
-                )
-
-
-def horizon_of(trajectory: pd.DataFrame) -> int:
-    return int(trajectory["horizon"].iloc[0])
-
-
-def start_step_of(trajectory: pd.DataFrame) -> int:
-    return int(trajectory["start_step"].iloc[0])
-
-
-def last_step(trajectory: pd.DataFrame) -> int:
-    return int(trajectory.loc[trajectory["kind"] == "global", "step"].max())
-
-
-def snapshot_steps(trajectory: pd.DataFrame) -> list[int]:
-    return sorted(int(step) for step in trajectory.loc[trajectory["kind"] == "global", "step"].unique())
-
-
-def top_triplets(trajectory: pd.DataFrame, kind: str) -> pd.DataFrame:
-    """The k = 0 triplets of one kind (columns sigma, u, v), indexed by (module, step), sorted."""
-    selected = (trajectory["kind"] == kind) & (trajectory["k"] == 0)
-    rows = trajectory.loc[selected, ["module", "step", "sigma", "u", "v"]].set_index(["module", "step"]).sort_index()
-    duplicated = rows.index[rows.index.duplicated()]
-    if len(duplicated):
-        raise ExtrapolatorError(f"{kind} triplet k=0 appears more than once for (module, step) {duplicated[0]}")
-    return rows
-
-
-def deltas_at(trajectory: pd.DataFrame, kind: str, step: int) -> dict[str, ModuleDelta]:
-    """Every stored triplet (all k) of one kind at one step, per module, as ModuleDelta (zero triplets dropped)."""
-    rows = trajectory[(trajectory["kind"] == kind) & (trajectory["step"] == step)].sort_values(["module", "k"])
-    if rows.empty:
-        raise ExtrapolatorError(f"trajectory has no {kind!r} rows at step {step}")
-    deltas = {}
-    for module, group in rows.groupby("module", sort=True):
-        kept = group[group["sigma"] > 0] if (group["sigma"] > 0).any() else group.head(1)
-        deltas[str(module)] = ModuleDelta(
-            u=np.stack(kept["u"].to_numpy(), axis=1).astype(np.float32),
-            sigma=kept["sigma"].to_numpy(np.float32),
-            v=np.stack(kept["v"].to_numpy(), axis=1).astype(np.float32),
-        )
-    return deltas

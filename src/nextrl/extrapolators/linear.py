@@ -1,4 +1,5 @@
-"""``linear``: RL-Extra weight extrapolation (arXiv 2601.04537, "Not All Steps are Informative"; method.md §5).
+"""``linear``: RL-Extra weight extrapolation (arXiv 2601.04537, "Not All Steps are Informative"; docs/method.md, "Rival
+extrapolators").
 
 RL-Extra extends the round's own straight line: W(t*) = W_start + ((t* − t₀)/(T − t₀))·(W_T − W_start), with t₀ the
 step of W_start (the trajectory's ``start_step``) and t* = T + H. Relative to the last snapshot this is
@@ -21,7 +22,8 @@ from typing import ClassVar
 
 import pandas as pd
 
-from nextrl.extrapolators.base import ExtrapolatorError, ScaledLastDelta, horizon_of, last_step, start_step_of
+from nextrl.extrapolators.base import ExtrapolatorError, ScaledLastDelta
+from nextrl.lowrank.trajectory_table import horizon_of, last_step, start_step_of
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""NExt: the published nonlinear predictor of rank-1 update trajectories (arXiv 2604.11446 §3 steps 3–5, method.md §3).
+"""NExt: the published nonlinear predictor of rank-1 update trajectories (arXiv 2604.11446 §3 steps 3–5,
+docs/method.md, "The predictor").
 
 Training pairs. For every LoRA module and every snapshot step t that has a target (t + H ≤ T), the inputs are the
 top singular triplets (k = 0) of the global delta G_t = W_t − W_base and of the local delta L_t = W_t − W_{t−Δ}; the
@@ -32,12 +33,13 @@ Deviations from the public code:
 
 (a) σ scaling (option ``sigma_scaling``, on by default): σ inputs and targets are divided by the module's mean global
     σ over the training steps and the output is multiplied back. σ spans orders of magnitude across modules, and
-    with raw σ the shared σ network collapsed to a near-constant output on our runs (method.md §3 step 4).
+    with raw σ the shared σ network collapsed to a near-constant output on our runs (docs/method.md, "The predictor").
     ``sigma_scaling: false`` is the faithful raw σ.
 (b) Seeds: each group's network is initialised under ``torch.manual_seed(seed + crc32(group name))`` inside a forked
     RNG, so a fit is reproducible and independent of which other groups exist; the public code sets no seed.
 
-Ablations (method.md §3, "without the global input" / "without the local input"): ``next_global`` keeps only the
+Ablations (docs/method.md, "The predictor", "without the global input" / "without the local input"): ``next_global``
+keeps only the
 global branch, ``next_local`` only the local branch, and the combiner then takes d inputs:
 Linear(d, h) → Linear(h, 2d) → ReLU → Linear(2d, h) → Linear(h, d). The paper publishes no ablation code; this
 construction is ours.
@@ -46,7 +48,6 @@ construction is ours.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -59,16 +60,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from nextrl.extrapolators.base import (
-    ExtrapolatorError,
-    ModuleDelta,
-    last_step,
-    parse_options,
-    restore,
-    top_triplets,
-    validate_trajectory,
-    write_options,
-)
+from nextrl.extrapolators.base import ExtrapolatorError, parse_options, restore, write_options
+from nextrl.lowrank.module_delta import ModuleDelta
+from nextrl.lowrank.trajectory_table import last_step, top_triplets, validate_trajectory
+from nextrl.runtime import torch_device
 
 WEIGHTS_FILE = "networks.safetensors"
 BRANCHES = ("global", "local")
@@ -138,16 +133,6 @@ def seeded_network(name: str, dim: int, hidden: int, branches: tuple[str, ...], 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + zlib.crc32(name.encode()))
         return TripletNetwork(dim, hidden, branches)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``device``, or the CPU with a warning when CUDA is asked for but unavailable."""
-    if device == "cuda" and not torch.cuda.is_available():
-        warnings.warn(
-            "extrapolators.next.device: 'cuda' requested but CUDA is unavailable; using the CPU", stacklevel=3
-        )
-        return torch.device("cpu")
-    return torch.device(device)
 
 
 def rows_at(rows: pd.DataFrame, index: pd.MultiIndex, kind: str) -> pd.DataFrame:
@@ -239,7 +224,7 @@ class Next:
         inputs = {kind: rows_at(top_triplets(trajectory, kind), target.index, kind) for kind in self.branches}
         self.modules = module_infos(global_rows, self.options.sigma_scaling)
         checkpoints = target.index.get_level_values("step").nunique()
-        device = resolve_device(self.options.device)
+        device = torch_device(self.options.device, f"extrapolators.{self.name}.device")
         scales = {module: info.sigma_scale for module, info in self.modules.items()}
         self.networks, log = {}, []
         for (role, name), index in rows_by_group(target, self.modules).items():
@@ -333,18 +318,18 @@ class Next:
 
     @classmethod
     def load(cls, directory: Path) -> Self:
-        """Rebuild a predictor written by ``save``; it predicts identically."""
+        """Rebuild a predictor written by ``save``, its networks on the CPU (``device`` is where the predictor
+        trains; the extrapolate stage is a CPU job); it predicts identically to a CPU-fitted one."""
         directory = Path(directory)
         predictor, manifest = restore(cls, directory)
         tensors = load_file(directory / WEIGHTS_FILE)
-        device = resolve_device(predictor.options.device)
         for name, dim in manifest["groups"].items():
             network = TripletNetwork(dim, predictor.options.hidden, cls.branches)
             prefix = f"{name}."
             network.load_state_dict(
                 {key.removeprefix(prefix): t for key, t in tensors.items() if key.startswith(prefix)}
             )
-            predictor.networks[name] = network.to(device).eval()
+            predictor.networks[name] = network.eval()
         predictor.modules = {module: ModuleInfo(**info) for module, info in manifest["modules"].items()}
         return predictor
 

@@ -1,4 +1,5 @@
-"""``relex``: RELEX, a linear fit of the deltas' low-rank temporal subspace (arXiv 2605.21468; method.md §5).
+"""``relex``: RELEX, a linear fit of the deltas' low-rank temporal subspace (arXiv 2605.21468; docs/method.md, "Rival
+extrapolators").
 
 Per module, the global deltas of the round's N snapshots form the rows of X (N × m·n), X[i] = vec(G_{t_i}). Their
 N × N Gram matrix K = X Xᵀ = Σ_r λ_r p_r p_rᵀ gives the rank-``rank`` decomposition X ≈ Σ_r p_r V_rᵀ with temporal
@@ -34,15 +35,9 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from nextrl.extrapolators.base import (
-    ExtrapolatorError,
-    ModuleDelta,
-    OptionsOnly,
-    deltas_at,
-    horizon_of,
-    snapshot_steps,
-    validate_trajectory,
-)
+from nextrl.extrapolators.base import ExtrapolatorError, OptionsOnly
+from nextrl.lowrank.module_delta import ModuleDelta
+from nextrl.lowrank.trajectory_table import deltas_at, horizon_of, snapshot_steps_of, validate_trajectory
 
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 
@@ -101,7 +96,7 @@ class Relex(OptionsOnly):
 
     def predict(self, trajectory: pd.DataFrame) -> dict[str, ModuleDelta]:
         validate_trajectory(trajectory, require_targets=False)
-        steps = snapshot_steps(trajectory)
+        steps = snapshot_steps_of(trajectory)
         if len(steps) < 2:
             raise ExtrapolatorError(f"relex: a linear fit in t needs at least 2 snapshots; the round has steps {steps}")
         history = {step: deltas_at(trajectory, "global", step) for step in steps}

@@ -1,4 +1,5 @@
-"""Trivial baselines every learned extrapolator must beat on held-out targets (method.md §8).
+"""Trivial baselines every learned extrapolator must beat on held-out targets (docs/method.md, "Held-out prediction
+check").
 
 ``repeat_last`` repeats the round's last local step for the whole horizon: constant velocity,
 
@@ -16,7 +17,8 @@ from typing import ClassVar
 
 import pandas as pd
 
-from nextrl.extrapolators.base import ScaledLastDelta, horizon_of, snapshot_steps, start_step_of
+from nextrl.extrapolators.base import ScaledLastDelta
+from nextrl.lowrank.trajectory_table import horizon_of, snapshot_steps_of, start_step_of
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,6 @@ class RepeatLast(ScaledLastDelta):
     kind: ClassVar[str] = "local"
 
     def factor(self, trajectory: pd.DataFrame) -> float:
-        steps = snapshot_steps(trajectory)
+        steps = snapshot_steps_of(trajectory)
         previous = steps[-2] if len(steps) > 1 else start_step_of(trajectory)
         return horizon_of(trajectory) / (steps[-1] - previous)

@@ -9,12 +9,14 @@ output at a time, as Snakemake guarantees).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -40,3 +42,8 @@ def atomic_path(final: Path) -> Iterator[Path]:
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
     with atomic_path(path) as temporary:
         frame.to_parquet(temporary, index=False)
+
+
+def write_json(payload: Any, path: Path) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(payload, indent=1))

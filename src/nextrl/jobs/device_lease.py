@@ -1,6 +1,6 @@
 """One GPU per job on a workstation: a lease on k of the machine's devices, taken before torch or vLLM is imported.
 
-Snakemake counts ``gpu`` as a resource (``--resources gpu=4``) but assigns no device (gpu.md, "Snakemake on GPUs"),
+Snakemake counts ``gpu`` as a resource (``--resources gpu=4``) but assigns no device (docs/gpu.md, "Snakemake on GPUs"),
 so each GPU job leases its own: device d is held by an exclusive ``flock`` on ``<lock_dir>/gpu<d>.lock`` for the
 life of the process (the kernel drops it when the process ends, killed or not, so no lease outlives its job), and
 the job sees only its devices through ``CUDA_VISIBLE_DEVICES``. Under a scheduler that already set

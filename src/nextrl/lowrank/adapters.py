@@ -6,7 +6,7 @@ W = W₀ + s·B A with s = lora_alpha / r, or lora_alpha / √r with rsLoRA (pef
 
 A low-rank offset is what a start model adds to the experiment's base model on the LoRA-trained modules, kept
 as exact factors (``<module>.left`` out×q, ``<module>.right`` q×in, fp32, W_start = W_base + left @ right) so that
-global deltas stay exact from factors across jumps (design.md, "After a jump").
+global deltas stay exact from factors across jumps (docs/method.md, "Continuation after a jump: carry-over vs fresh").
 """
 
 from __future__ import annotations

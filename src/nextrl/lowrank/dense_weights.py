@@ -2,7 +2,8 @@
 
 A dense snapshot ``step_<t>/weights.safetensors`` holds every trained weight of the model at RL step t in fp32,
 keyed by the HF parameter name (tied weights once). Deltas are taken between such files and a model directory's
-safetensors in fp32 — never from bf16 merged weights (method.md §4). Module keys follow peft's
+safetensors in fp32 — never from bf16 merged weights (docs/method.md, "Departures from the reference code"). Module
+keys follow peft's
 (``base_model.model.<path>``, :func:`nextrl.lowrank.adapters.base_weight_name` inverts them) so that the trajectory, the
 summary and the figures treat LoRA and full-parameter modules alike.
 """
@@ -23,10 +24,6 @@ PEFT_PREFIX = "base_model.model."
 
 DenseWeights = dict[str, torch.Tensor]
 """Per module key, its (out × in) weight matrix in fp32."""
-
-
-def is_dense_snapshot(directory: Path) -> bool:
-    return (directory / DENSE_WEIGHTS).is_file()
 
 
 def save_dense_snapshot(model: torch.nn.Module, directory: Path) -> None:

@@ -2,12 +2,13 @@
 
 NExt (arXiv 2604.11446 §3 step 5): Ŵ = W_T + α·ΔŴ. With the round's adapter W_T = W_start + s·B A and a predicted
 ΔŴ = L R (L: m×k, R: k×n, e.g. σ̂û and v̂ᵀ), Ŵ − W_start = [s·B, α·L] · [A; R] is exactly a LoRA of rank r + k with
-scale 1, so a candidate is a small PEFT adapter over the round's start model (design.md, "Candidates"). After
-full-parameter RL the round's own model is W_T and a candidate is the rank-k adapter α·L R over it.
+scale 1, so a candidate is a small PEFT adapter over the round's start model (docs/method.md, "Extrapolation").
+After full-parameter RL the round's own model is W_T and a candidate is the rank-k adapter α·L R over it.
 
-After the choice (design.md, "After a jump"): ``carry`` folds only α·ΔŴ into the start model's weights (fp32) and
-training continues the same LoRA, so α = 0 leaves the weights bit-identical and the run continues exactly as plain
-RL; ``fresh`` (the paper's and RL-Extra's way) merges s·B A + α·ΔŴ and the next round trains a fresh LoRA. Either
+After the choice (docs/method.md, "Continuation after a jump: carry-over vs fresh"): ``carry`` folds only α·ΔŴ into
+the start model's weights (fp32) and training continues the same LoRA, so α = 0 leaves the weights bit-identical and
+the run continues exactly as plain RL; ``fresh`` (the paper's and RL-Extra's way) merges s·B A + α·ΔŴ and the next
+round trains a fresh LoRA. Either
 way the start model's low-rank offset from the experiment's base model grows by what was folded, so global deltas
 stay exact from factors (:mod:`nextrl.lowrank.adapters`).
 """
@@ -34,6 +35,7 @@ class JumpError(ValueError):
 
 
 def candidate_name(alpha: float) -> str:
+    """The one name of the candidate W_T + α·ΔŴ: its adapter directory, its label in selection and merge."""
     return f"alpha_{alpha:g}"
 
 

@@ -1,8 +1,8 @@
 """Held-out comparison of a predicted update with the true one, exactly from low-rank factors.
 
 Inside a round with snapshots up to T, an extrapolator fitted on the trajectory up to t* = T − H (so its training
-targets end at t*) predicts Y_{t*} = W_T − W_{t*}, which was measured but not seen (method.md §8, "Predictor vs
-trivial baselines"). Per module this reports
+targets end at t*) predicts Y_{t*} = W_T − W_{t*}, which was measured but not seen (docs/method.md, "Held-out
+prediction check"). Per module this reports
 
 * ``rank1_cosine`` = (û₁·u₁)(v̂₁·v₁): the signed cosine of the top triplets of prediction and truth (1 = same
   direction, −1 = reversed, 0 = unrelated);

@@ -1,4 +1,5 @@
-"""The extrapolability probe: accuracy along a round's own ray W_start + k·(W_T − W_start) (method.md §8).
+"""The extrapolability probe: accuracy along a round's own ray W_start + k·(W_T − W_start) (docs/method.md, "The
+extrapolability probe").
 
 If accuracy still rises beyond k = 1, scaling the round's own update helps and a jump can pay off on this run; if it
 peaks at k = 1 (as on the tiny default at LoRA lr 1e-3), no extrapolation along it will. The probe costs one greedy

@@ -9,7 +9,8 @@ dimension q ≪ min(m, n):
 
 * global delta  s·B_t A_t                        (q = r)
 * local delta   s·(B_t A_t − B_{t'} A_{t'})      (q = r_t + r_{t'}; stacked factors
-  left = s·[B_t, −B_{t'}], right = [A_t; A_{t'}])
+  left = s·[B_t, −B_{t'}], right = [A_t; A_{t'}], built by
+  :func:`nextrl.lowrank.trajectory_table.difference`)
 
 The reference implementation merged the weights and ran a dense SVD of the m×n matrix.
 Here the SVD is exact but never forms that matrix (the classical "QR + small SVD"
@@ -31,7 +32,8 @@ Conventions shared by every public function:
   positive (entries within 0.1 % of the largest count as tied: the first decides). The rule
   is stateless, so the same delta gives the same (u, σ, v) whatever factors or checkpoint
   it came from, and σ_i u_i v_iᵀ is unchanged. A stateless rule is not enough along a
-  trajectory (method.md §4: it stored 25 % of consecutive same-direction triplets with
+  trajectory (docs/method.md, "Departures from the reference code": it stored 25 % of consecutive same-direction
+  triplets with
   flipped signs), so trajectories apply :func:`align_signs` to each snapshot against the
   previous one; the stateless rule only fixes the first.
 * Numerical rank. Singular values at or below ``sqrt(max(m, n)) · eps(float32) ·
@@ -150,7 +152,8 @@ def align_signs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Flip each pair (u_i, v_i) so that it agrees with the previous snapshot's pair i of the same delta kind.
 
-    The sign-free overlap u_i·u_prev_i + v_i·v_prev_i changes sign with the flip (method.md §4), so the pair is
+    The sign-free overlap u_i·u_prev_i + v_i·v_prev_i changes sign with the flip (docs/method.md, "Departures from the
+    reference code"), so the pair is
     negated when it is negative; when it is exactly zero (orthogonal, or a zero column on either side) the pair
     keeps its stateless sign. σ_i u_i v_iᵀ is unchanged.
     """
@@ -183,7 +186,7 @@ def factored_triplets(left: torch.Tensor, right: torch.Tensor, k: int) -> Triple
     Raises:
         ValueError: if a factor is not 2-D, the inner dimensions differ, or k < 1.
     """
-    _check_product_shapes(left, right, "left", "right")
+    _check_product_shapes(left, right)
     _check_k(k)
     left = left.to(torch.float32)
     right = right.to(torch.float32)
@@ -196,68 +199,6 @@ def factored_triplets(left: torch.Tensor, right: torch.Tensor, k: int) -> Triple
     u = q_left @ core_u.to(torch.float32)
     v = q_right @ core_vh.T.to(torch.float32)
     return _truncated_triplets(u, core_sigma.to(torch.float32), v, k, factor_norm_product)
-
-
-def lora_triplets(b: torch.Tensor, a: torch.Tensor, scale: float, k: int) -> Triplets:
-    """Top-k singular triplets of the LoRA delta ``scale · B @ A`` (NExt §3, global delta).
-
-    Args:
-        b: (m, r) LoRA up-projection B.
-        a: (r, n) LoRA down-projection A.
-        scale: LoRA scaling s = lora_alpha / r.
-        k: number of triplets to return (≥ 1).
-
-    Returns:
-        Canonicalized float32 ``Triplets`` with k columns, computed by ``factored_triplets``.
-
-    Raises:
-        ValueError: on shape mismatch between B and A, or k < 1.
-    """
-    _check_product_shapes(b, a, "B", "A")
-    return factored_triplets(scale * b.to(torch.float32), a, k)
-
-
-def lora_difference_triplets(
-    b_new: torch.Tensor,
-    a_new: torch.Tensor,
-    b_old: torch.Tensor,
-    a_old: torch.Tensor,
-    scale: float,
-    k: int,
-) -> Triplets:
-    """Top-k singular triplets of ``scale · (B_new A_new − B_old A_old)`` (NExt §3, local delta).
-
-    The difference has rank ≤ r_new + r_old and is the product of the stacked factors
-    left = scale·[B_new, −B_old] (m × (r_new + r_old)) and right = [A_new; A_old]
-    ((r_new + r_old) × n), so the two LoRA ranks may differ.
-
-    Args:
-        b_new: (m, r_new) B of the later checkpoint.
-        a_new: (r_new, n) A of the later checkpoint.
-        b_old: (m, r_old) B of the earlier checkpoint.
-        a_old: (r_old, n) A of the earlier checkpoint.
-        scale: LoRA scaling s = lora_alpha / r, shared by both checkpoints.
-        k: number of triplets to return (≥ 1).
-
-    Returns:
-        Canonicalized float32 ``Triplets`` with k columns.
-
-    Raises:
-        ValueError: on shape mismatch within a pair or between the two deltas, or k < 1.
-    """
-    _check_product_shapes(b_new, a_new, "B_new", "A_new")
-    _check_product_shapes(b_old, a_old, "B_old", "A_old")
-    if b_new.shape[0] != b_old.shape[0] or a_new.shape[1] != a_old.shape[1]:
-        raise ValueError(
-            f"the two deltas have different shapes: B_new @ A_new is "
-            f"{b_new.shape[0]}×{a_new.shape[1]} but B_old @ A_old is "
-            f"{b_old.shape[0]}×{a_old.shape[1]} (B_new: {tuple(b_new.shape)}, "
-            f"A_new: {tuple(a_new.shape)}, B_old: {tuple(b_old.shape)}, "
-            f"A_old: {tuple(a_old.shape)})"
-        )
-    left = scale * torch.cat([b_new.to(torch.float32), -b_old.to(torch.float32)], dim=1)
-    right = torch.cat([a_new.to(torch.float32), a_old.to(torch.float32)], dim=0)
-    return factored_triplets(left, right, k)
 
 
 DENSE_EXACT_LIMIT = 2048
@@ -313,18 +254,14 @@ def dense_triplets(
     return _truncated_triplets(u, sigma, v, k, leading)
 
 
-def _check_product_shapes(left: torch.Tensor, right: torch.Tensor, left_name: str, right_name: str) -> None:
+def _check_product_shapes(left: torch.Tensor, right: torch.Tensor) -> None:
     """Raise ValueError unless ``left @ right`` is a valid 2-D matrix product."""
     if left.dim() != 2 or right.dim() != 2:
-        raise ValueError(
-            f"{left_name} and {right_name} must be 2-D; got {left_name}: "
-            f"{tuple(left.shape)}, {right_name}: {tuple(right.shape)}"
-        )
+        raise ValueError(f"left and right must be 2-D; got left: {tuple(left.shape)}, right: {tuple(right.shape)}")
     if left.shape[1] != right.shape[0]:
         raise ValueError(
-            f"{left_name} has {left.shape[1]} columns but {right_name} has "
-            f"{right.shape[0]} rows ({left_name}: {tuple(left.shape)}, "
-            f"{right_name}: {tuple(right.shape)})"
+            f"left has {left.shape[1]} columns but right has {right.shape[0]} rows "
+            f"(left: {tuple(left.shape)}, right: {tuple(right.shape)})"
         )
 
 

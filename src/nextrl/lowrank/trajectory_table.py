@@ -16,8 +16,13 @@ W_t − W_base etc. of the ``lora.target_modules`` weights (:func:`dense_traject
 
 For LoRA, every triplet comes exactly from the factors in fp32 (:mod:`nextrl.lowrank.svd`: QR of the stacked factors and
 an SVD of the small core); weights are never merged and no dense SVD is taken. Signs are consistent along the trajectory
-(method.md §4): each snapshot's triplets are aligned with the previous snapshot's of the same module and kind
+(docs/method.md, "Departures from the reference code"): each snapshot's triplets are aligned with the previous
+snapshot's of the same module and kind
 (:func:`nextrl.lowrank.svd.align_signs`); only the first snapshot uses the stateless rule.
+
+Queries (used by every extrapolator): :func:`validate_trajectory`, :func:`horizon_of`, :func:`start_step_of`,
+:func:`last_step`, :func:`snapshot_steps_of`, :func:`top_triplets`, :func:`deltas_at`. Loading a round's snapshots
+and building its table with the experiment's settings: :mod:`nextrl.lowrank.round_snapshots`.
 
 Table schema (``trajectory.parquet``, one row per (module, step, kind, k)), TRAJECTORY_SCHEMA:
 round int32, step int64 (global RL step), module str, kind str (KINDS), k int16 (0 = top), sigma float64,
@@ -30,24 +35,20 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import torch
 
-from nextrl.config import round_start_step
 from nextrl.lowrank.adapters import (
     Adapter,
     AdapterError,
     Factors,
     concat_factors,
-    load_adapter,
-    load_offset,
-    load_snapshots,
 )  # fmt: skip
-from nextrl.lowrank.dense_weights import DenseWeights, load_dense_snapshots, load_model_matrices
+from nextrl.lowrank.dense_weights import DenseWeights
+from nextrl.lowrank.module_delta import ModuleDelta
 from nextrl.lowrank.svd import Triplets, align_signs, dense_triplets, factored_triplets
 
 KINDS = ("global", "local", "target", "round")
@@ -243,94 +244,74 @@ def dense_trajectory_table(
     )  # fmt: skip
 
 
-def round_trajectory(
-    config: Mapping[str, Any],
-    snapshots: Mapping[int, Adapter],
-    start_adapter: Path | None,
-    offset: Path | None,
-    round_index: int,
-) -> pa.Table:
-    """:func:`trajectory_table` of round ``round_index`` with the experiment's ``jump`` settings, reading the start
-    adapter (None: a fresh LoRA) and the start model's offset file (None: the base model itself)."""
-    return trajectory_table(
-        snapshots,
-        start=load_adapter(start_adapter) if start_adapter is not None else None,
-        offset=load_offset(offset) if offset is not None else None,
-        round_index=round_index,
-        start_step=round_start_step(config, round_index),
-        horizon=config["jump"]["horizon"],
-        triplets=config["jump"]["triplets"],
-    )
+def validate_trajectory(trajectory: pd.DataFrame, *, require_targets: bool = True) -> None:
+    """Check the trajectory table against its schema; raise TrajectoryError naming what is wrong.
 
-
-def load_dense_round(
-    config: Mapping[str, Any], snapshots: Path, base_model: Path, start_model: Path
-) -> tuple[dict[int, DenseWeights], DenseWeights, DenseWeights]:
-    """A full-parameter round's dense snapshots over the modules of ``lora.target_modules`` (the module types a LoRA
-    run tracks, so that E1 compares like with like), and the same modules of the round's start model and of the
-    experiment's base model (model directories)."""
-    weights = load_dense_snapshots(snapshots, config["lora"]["target_modules"])
-    modules = sorted(next(iter(weights.values())))
-    return weights, load_model_matrices(start_model, modules), load_model_matrices(base_model, modules)
-
-
-def dense_round_trajectory(
-    config: Mapping[str, Any],
-    snapshots: Mapping[int, DenseWeights],
-    start: DenseWeights,
-    base: DenseWeights,
-    round_index: int,
-) -> pa.Table:
-    """:func:`dense_trajectory_table` of round ``round_index`` with the experiment's ``jump`` settings."""
-    return dense_trajectory_table(
-        snapshots,
-        start=start,
-        base=base,
-        round_index=round_index,
-        start_step=round_start_step(config, round_index),
-        horizon=config["jump"]["horizon"],
-        triplets=config["jump"]["triplets"],
-    )
-
-
-@dataclass(frozen=True)
-class RoundSnapshots:
-    """One round's snapshots, LoRA or dense, behind what the trajectory and heldout stages need of them."""
-
-    snapshots: Mapping[int, Any]
-    """Per RL step, the snapshot (an :class:`Adapter` or dense weights)."""
-    table: Callable[[Mapping[int, Any]], pa.Table]
-    """The trajectory table of some of the snapshots (all of them, or the round as if it had ended earlier)."""
-    delta: Callable[[int, int, str], tuple[torch.Tensor, torch.Tensor]]
-    """W_new − W_old of one module between two snapshot steps, as factors (a dense delta as (matrix, identity))."""
-
-
-def load_round(
-    config: Mapping[str, Any],
-    round_index: int,
-    snapshots: Path,
-    start_adapter: Path | None,
-    offset: Path | None,
-    base_model: Path | None,
-    start_weights: Path | None,
-) -> RoundSnapshots:
-    """A round's snapshots as ``rl.mode`` wrote them: LoRA (with the adapter the round resumed and the start model's
-    offset) or dense (with the experiment's base model and the round's start model)."""
-    if config["rl"]["mode"] == "lora":
-        adapters = load_snapshots(snapshots)
-        return RoundSnapshots(
-            adapters,
-            lambda chosen: round_trajectory(config, chosen, start_adapter, offset, round_index),
-            lambda new, old, module: difference(adapters[new], adapters[old], module),
+    Checks: the schema's columns present, kinds valid, one horizon and one start step, at least one target row
+    (unless ``require_targets`` is False, e.g. when only predicting), constant u/v lengths per module.
+    """
+    missing = [column for column in TRAJECTORY_SCHEMA.names if column not in trajectory.columns]
+    if missing:
+        raise TrajectoryError(f"trajectory is missing column(s) {missing}; required: {TRAJECTORY_SCHEMA.names}")
+    bad_kinds = sorted(set(trajectory["kind"].unique()) - set(KINDS))
+    if bad_kinds:
+        raise TrajectoryError(f"trajectory column 'kind' has invalid value(s) {bad_kinds}; valid: {sorted(KINDS)}")
+    for column in ("horizon", "start_step"):
+        values = sorted(int(value) for value in trajectory[column].unique())
+        if len(values) != 1:
+            raise TrajectoryError(f"trajectory column {column!r} must hold one value, found {values}")
+    if require_targets and not (trajectory["kind"] == "target").any():
+        steps = sorted(int(s) for s in trajectory["step"].unique())
+        raise TrajectoryError(
+            "trajectory has no target rows: the round has fewer snapshots than the horizon needs "
+            f"(horizon H={horizon_of(trajectory)}, snapshot steps {steps})"
         )
-    if base_model is None or start_weights is None:
-        raise TrajectoryError("rl.mode full: dense snapshots need --base-model and --start-weights")
-    dense, start, base = load_dense_round(config, snapshots, base_model, start_weights)
+    for role in ("u", "v"):
+        distinct = trajectory[role].map(len).groupby(trajectory["module"]).unique()
+        for module, values in distinct.items():
+            if len(values) > 1:
+                raise TrajectoryError(
+                    f"module {module!r}: mismatched shapes between snapshots ({role} lengths {sorted(values)})"
+                )
 
-    def dense_delta(new: int, old: int, module: str) -> tuple[torch.Tensor, torch.Tensor]:
-        matrix = dense[new][module] - dense[old][module]
-        return matrix, torch.eye(matrix.shape[1])
 
-    return RoundSnapshots(
-        dense, lambda chosen: dense_round_trajectory(config, chosen, start, base, round_index), dense_delta
-    )
+def horizon_of(trajectory: pd.DataFrame) -> int:
+    return int(trajectory["horizon"].iloc[0])
+
+
+def start_step_of(trajectory: pd.DataFrame) -> int:
+    return int(trajectory["start_step"].iloc[0])
+
+
+def last_step(trajectory: pd.DataFrame) -> int:
+    return int(trajectory.loc[trajectory["kind"] == "global", "step"].max())
+
+
+def snapshot_steps_of(trajectory: pd.DataFrame) -> list[int]:
+    return sorted(int(step) for step in trajectory.loc[trajectory["kind"] == "global", "step"].unique())
+
+
+def top_triplets(trajectory: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """The k = 0 triplets of one kind (columns sigma, u, v), indexed by (module, step), sorted."""
+    selected = (trajectory["kind"] == kind) & (trajectory["k"] == 0)
+    rows = trajectory.loc[selected, ["module", "step", "sigma", "u", "v"]].set_index(["module", "step"]).sort_index()
+    duplicated = rows.index[rows.index.duplicated()]
+    if len(duplicated):
+        raise TrajectoryError(f"{kind} triplet k=0 appears more than once for (module, step) {duplicated[0]}")
+    return rows
+
+
+def deltas_at(trajectory: pd.DataFrame, kind: str, step: int) -> dict[str, ModuleDelta]:
+    """Every stored triplet (all k) of one kind at one step, per module, as ModuleDelta (zero triplets dropped)."""
+    rows = trajectory[(trajectory["kind"] == kind) & (trajectory["step"] == step)].sort_values(["module", "k"])
+    if rows.empty:
+        raise TrajectoryError(f"trajectory has no {kind!r} rows at step {step}")
+    deltas = {}
+    for module, group in rows.groupby("module", sort=True):
+        kept = group[group["sigma"] > 0] if (group["sigma"] > 0).any() else group.head(1)
+        deltas[str(module)] = ModuleDelta(
+            u=np.stack(kept["u"].to_numpy(), axis=1).astype(np.float32),
+            sigma=kept["sigma"].to_numpy(np.float32),
+            v=np.stack(kept["v"].to_numpy(), axis=1).astype(np.float32),
+        )
+    return deltas

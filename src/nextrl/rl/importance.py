@@ -1,9 +1,9 @@
-"""Importance correction for rollouts sampled by another engine (vLLM) than the trainer (gpu.md, failure 4).
+"""Importance correction for rollouts sampled by another engine (vLLM) than the trainer (docs/gpu.md, failure 4).
 
 The sampler's log-probs of the sampled tokens, log q, and the trainer's old log-probs of the same tokens, log p,
 differ by kernels and precision — or by a lot when the sampler serves a stale policy. Each sequence i gets the
 truncated sequence-level ratio w_i = min(exp(Σ_t m_it (log p_it − log q_it)), cap) (truncated importance sampling,
-Ionides 2008, applied per sequence as gpu.md proposes), which multiplies its advantage. The metrics are the
+Ionides 2008, applied per sequence as docs/gpu.md proposes), which multiplies its advantage. The metrics are the
 detector of a stale policy: mean |Δ log p| over response tokens and the ratio's min / mean / max before truncation.
 """
 

@@ -134,7 +134,13 @@ def grpo_step(
     """Sample, score, and take ``updates_per_batch`` clipped policy-gradient steps; returns the step's metrics.
     Rollouts that carry the sampler's log-probs (vLLM) get the truncated importance ratio on their advantages and
     its metrics (:mod:`nextrl.rl.importance`).
-    ``forward`` wraps every forward pass (bf16 autocast on CUDA, :func:`nextrl.runtime.forward_context`)."""
+    ``forward`` wraps every forward pass (bf16 autocast on CUDA, :func:`nextrl.runtime.forward_context`).
+
+    The per-token metrics are those of the last update, as means over the batch's response tokens (each
+    micro-batch weighted by its share of them): ``entropy``; ``kl``, the ``rl.kl_estimator`` estimate of
+    KL(π_θ ‖ π_ref) (:func:`nextrl.rl.loss.kl_penalty`; 0.0 without a KL penalty); ``clip_fraction``, the share of
+    tokens whose clipped branch of the PPO surrogate is active (:func:`nextrl.rl.loss.policy_loss`; 0.0 at the first
+    update, where the ratio is 1). ``loss`` and ``grad_norm`` are the last update's too."""
     group_size, temperature = rl["group_size"], rl["temperature"]
     backend.sync()
     rollouts = backend.generate(batch["prompt"].tolist(), group_size, rl["max_new_tokens"], temperature)
@@ -167,13 +173,13 @@ def grpo_step(
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     for _ in range(rl["updates_per_batch"]):
         optimizer.zero_grad(set_to_none=True)
-        loss, entropy, kl = torch.zeros(()), 0.0, 0.0
+        loss, entropy, kl, clip_fraction = torch.zeros(()), 0.0, 0.0, 0.0
         for rows in parts:
             part_ref = None if ref_logprobs is None else ref_logprobs[rows]
             with forward():
                 logits = completion_logits(model, rollouts.rows(rows))
                 logprobs = token_logprobs(logits, completion_ids[rows], temperature)
-                part_loss, _ = policy_loss(
+                part_loss, stats = policy_loss(
                     logprobs, old_logprobs[rows], advantages[rows], mask[rows], rl["clip_eps"], rl["aggregation"],
                     ref_logprobs=part_ref, kl_coef=rl["kl_coef"], kl_estimator=rl["kl_estimator"],
                 )  # fmt: skip
@@ -186,8 +192,10 @@ def grpo_step(
             with torch.no_grad():  # the step's metrics, token-weighted over the batch
                 share = 1.0 if whole else slice_weight(mask, rows, "token")
                 entropy += share * float(masked_aggregate(token_entropy(logits, temperature), mask[rows], "token"))
+                clip_fraction += share * stats["clip_fraction"]
                 if part_ref is not None:
-                    kl += share * float(masked_aggregate(kl_penalty(logprobs, part_ref, "k3"), mask[rows], "token"))
+                    part_kl = kl_penalty(logprobs, part_ref, rl["kl_estimator"])
+                    kl += share * float(masked_aggregate(part_kl, mask[rows], "token"))
         if not torch.isfinite(loss):
             break
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, rl["max_grad_norm"])
@@ -198,6 +206,7 @@ def grpo_step(
         "accuracy": float((rewards >= 1.0).float().mean()),
         "loss": float(loss.detach()),
         "kl": kl,
+        "clip_fraction": clip_fraction,
         "entropy": entropy,
         "response_len": float(mask.sum(dim=1).mean()),
         "grad_norm": float(grad_norm) if torch.isfinite(loss) else float("nan"),

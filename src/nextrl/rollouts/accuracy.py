@@ -88,7 +88,7 @@ def score_adapters(
     rows = []
     for name, directory in adapters.items():
         began = time.perf_counter()
-        adapter_name = name.replace(".", "_")
+        adapter_name = name.replace(".", "_")  # PEFT adapter names become module names: no dots
         if model is None:
             model = PeftModel.from_pretrained(
                 inference_model(start_model, runtime), directory, adapter_name=adapter_name

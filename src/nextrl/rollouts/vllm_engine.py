@@ -2,9 +2,9 @@
 
 vLLM is imported lazily (:func:`vllm_api`), only by GPU runs; every class here takes the three vLLM names it uses
 (``LLM`` engine, ``SamplingParams``, ``LoRARequest``) as a :class:`VLLMApi`, so the CPU tests drive the same code with
-a fake engine. Design (gpu.md): one engine per job, built before the training copy; the current adapter is served
+a fake engine. Design (docs/gpu.md): one engine per job, built before the training copy; the current adapter is served
 each RL step as a new ``LoRARequest`` — a new name and id per version, since vLLM does not reload an adapter re-added
-under a known id (failure 1 of gpu.md) — without merging and without sleep mode; ``n = group_size`` samples per
+under a known id (failure 1 of docs/gpu.md) — without merging and without sleep mode; ``n = group_size`` samples per
 prompt, seeded per step; the sampled tokens' log-probs come back for the importance correction
 (:mod:`nextrl.rl.importance`). Scoring candidates: one engine with every candidate adapter loaded at once
 (``max_loras`` = candidates, ``max_lora_rank`` the next slot size vLLM allows), one greedy ``generate`` over every

@@ -24,7 +24,7 @@ from nextrl.extrapolators.base import ExtrapolatorError
 from nextrl.jobs.artifacts import write_parquet
 from nextrl.jobs.tracking import StageRecord
 from nextrl.lowrank.prediction_error import HELDOUT_COLUMNS, compare
-from nextrl.lowrank.trajectory_table import load_round
+from nextrl.lowrank.round_snapshots import load_round
 from nextrl.seeding import stage_seed
 
 

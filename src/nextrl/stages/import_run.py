@@ -2,12 +2,10 @@
 
 Finds the run's LoRA snapshots in any known layout (:mod:`nextrl.lowrank.foreign_run`), checks them against each other
 and
-the base model's weight shapes, and writes what an RL chunk writes (rl_chunk's layout) except the training state:
-
-    snapshots/step_<t>/  the run's adapters (t = its global step)
-    state/adapter/       the last snapshot (the W_T the candidates extend)
-    eval.parquet         the run's per-step validation accuracy (``import.accuracy``), or no rows
-    metrics.parquet      no rows (the run's own training metrics stay in its framework)
+the base model's weight shapes, and writes what an RL chunk writes (:mod:`nextrl.rl.chunk_layout`) except the
+training state: the run's adapters as snapshots (t = its global step), the last one as the final adapter (the W_T the
+candidates extend), its per-step validation accuracy (``import.accuracy``, or no rows) as evaluations, and no metrics
+rows (the run's own training metrics stay in its framework).
 """
 
 from __future__ import annotations
@@ -24,8 +22,7 @@ from nextrl.jobs.tracking import StageRecord
 from nextrl.lowrank.adapters import load_adapter
 from nextrl.lowrank.foreign_run import check_base_shapes, copy_snapshots, find_snapshots, read_accuracy
 from nextrl.lowrank.trajectory_table import check_compatible
-from nextrl.rl.training import STATE_ADAPTER
-from nextrl.stages.rl_chunk import EVAL_COLUMNS, METRIC_COLUMNS
+from nextrl.rl.chunk_layout import EVAL_COLUMNS, METRIC_COLUMNS, ChunkLayout
 
 
 def run(
@@ -39,10 +36,11 @@ def run(
     check_base_shapes(base_model, adapters[first])
     evaluations = read_accuracy(accuracy) if accuracy is not None else pd.DataFrame(columns=list(EVAL_COLUMNS))
     with atomic_path(output) as staging:
-        copy_snapshots(snapshots, staging / "snapshots")
-        shutil.copytree(staging / "snapshots" / f"step_{last}", staging / "state" / STATE_ADAPTER)
-        evaluations.to_parquet(staging / "eval.parquet", index=False)
-        pd.DataFrame(columns=list(METRIC_COLUMNS)).to_parquet(staging / "metrics.parquet", index=False)
+        chunk = ChunkLayout(staging)
+        copy_snapshots(snapshots, chunk.snapshots)
+        shutil.copytree(chunk.snapshot(last), chunk.adapter)
+        evaluations.to_parquet(chunk.evaluations, index=False)
+        pd.DataFrame(columns=list(METRIC_COLUMNS)).to_parquet(chunk.metrics, index=False)
     return StageRecord(
         params={"layout": layout, "run_dir": str(run_dir), "base_model": str(base_model)},
         metrics={"snapshots": float(len(snapshots)), "first_step": float(first), "last_step": float(last)},

@@ -19,14 +19,9 @@ Rollouts come from the trained model's own ``generate`` (``rollout.backend: hf``
 the training copy and served the current LoRA every step (``vllm``, :mod:`nextrl.rollouts.vllm_engine`; its per-step
 adapter copies live in a temporary directory beside the output).
 
-Output directory (written atomically as a whole)::
-
-    snapshots/step_<t>/     PEFT adapter (fp32 safetensors) every ``snapshot_every`` steps, t = global RL step;
-                            full mode: weights.safetensors (every trained weight, fp32)
-    state/adapter/          the adapter at the chunk's end (full mode: state/model/, a HF model directory)
-    state/training_state.pt optimizer state, torch RNG state, data cursor, global step
-    metrics.parquet         one row per RL step (METRIC_COLUMNS; with vLLM rollouts also IS_COLUMNS)
-    eval.parquet            validation accuracy at every snapshot and, when evaluated, the start (EVAL_COLUMNS)
+Output directory (written atomically as a whole): :mod:`nextrl.rl.chunk_layout`; snapshots are PEFT adapters (fp32
+safetensors) every ``snapshot_every`` steps, t = global RL step (full mode: every trained weight, fp32);
+metrics.parquet has METRIC_COLUMNS (with vLLM rollouts also IS_COLUMNS), eval.parquet EVAL_COLUMNS.
 """
 
 from __future__ import annotations
@@ -43,16 +38,15 @@ import torch
 from peft import PeftModel
 from tqdm import tqdm
 
-from nextrl.config import round_start_step
+from nextrl.experiment import round_start_step
 from nextrl.jobs.artifacts import atomic_path
 from nextrl.jobs.tracking import StageRecord
 from nextrl.lowrank.jumps import selected_alpha
 from nextrl.models import load_tokenizer
+from nextrl.rl.chunk_layout import EVAL_COLUMNS, METRIC_COLUMNS, ChunkLayout
 from nextrl.rl.importance import IS_COLUMNS
 from nextrl.rl.lr_schedule import learning_rate
 from nextrl.rl.training import (
-    STATE_ADAPTER,
-    STATE_MODEL,
     RLError,
     attach_lora,
     full_parameter_model,
@@ -69,12 +63,6 @@ from nextrl.runtime import forward_context, resolve_device, training_model
 from nextrl.seeding import stage_seed
 from nextrl.tasks import make_scorer
 
-METRIC_COLUMNS = (
-    "step", "reward_mean", "reward_std", "accuracy", "loss", "kl", "entropy",
-    "response_len", "grad_norm", "lr", "tokens", "seconds",
-)  # fmt: skip
-EVAL_COLUMNS = ("step", "split", "accuracy", "n_items")
-
 
 def run(
     config: Mapping[str, Any],
@@ -87,30 +75,32 @@ def run(
     seed: int,
     round_index: int,
 ) -> StageRecord:
-    """Train one chunk from ``start_model`` (resuming ``resume`` when given) and write ``output``."""
+    """Train one chunk from ``start_model`` (resuming the previous chunk's output ``resume`` when given) and write
+    ``output``."""
     rl, evaluation = config["rl"], config["eval"]
     first_step = round_start_step(config, round_index)
     tokenizer = load_tokenizer(start_model)
-    saved = load_training_state(resume, first_step) if resume is not None else None
+    previous = ChunkLayout(resume) if resume is not None else None
+    saved = load_training_state(previous.state, first_step) if previous is not None else None
     jumped = jump_selection is not None and selected_alpha(pd.read_parquet(jump_selection)) != 0.0
     fresh_adapter = saved is None or (jump_selection is not None and config["jump"]["continuation"] == "fresh")
     runtime, full = config["runtime"], rl["mode"] == "full"
     device = resolve_device(runtime)
     vllm = config["rollout"]["backend"] == "vllm"
-    if vllm:  # the engine first: it sizes its memory share before the training copy exists (gpu.md)
+    if vllm:  # the engine first: it sizes its memory share before the training copy exists (docs/gpu.md)
         api = vllm_api()
         options = engine_options([config["lora"]["r"]], config["rollout"]["gpu_memory_utilization"], seed)
         engine = api.LLM(model=str(start_model), **options)
     if full:  # the previous round's own weights, unless a jump wrote the start model
         resumes_weights = saved is not None and jump_selection is None
-        source = resume / STATE_MODEL if resumes_weights else start_model
+        source = previous.model if resumes_weights else start_model
         model = full_parameter_model(training_model(source, runtime, device, full))
     else:
         base = training_model(start_model, runtime, device, full)
         if fresh_adapter:
             model = attach_lora(base, config["lora"], seed=stage_seed(seed, round_index))
         else:
-            model = PeftModel.from_pretrained(base, resume / STATE_ADAPTER, is_trainable=True)
+            model = PeftModel.from_pretrained(base, previous.adapter, is_trainable=True)
     if full or runtime["dtype"] == "float32":
         model.float()
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
@@ -141,6 +131,7 @@ def run(
 
     with atomic_path(output) as staging:
         staging.mkdir()
+        chunk = ChunkLayout(staging)
         evaluations = [validation_accuracy(first_step)] if fresh_adapter or jumped else []
         metrics = []
         progress = tqdm(
@@ -159,7 +150,7 @@ def run(
                 )
             metrics.append({"step": step, **row, "seconds": time.perf_counter() - began})
             if (step - first_step) % rl["snapshot_every"] == 0:
-                save_snapshot(model, staging / "snapshots" / f"step_{step}")
+                save_snapshot(model, chunk.snapshot(step))
                 evaluations.append(validation_accuracy(step))
             progress.set_postfix(
                 reward=f"{row['reward_mean']:.3f}",
@@ -167,14 +158,14 @@ def run(
                 refresh=False,
             )
         progress.close()
-        save_training_state(staging / "state", model, tokenizer, optimizer, first_step + rl["chunk_steps"], cursor)
+        save_training_state(chunk.state, model, tokenizer, optimizer, first_step + rl["chunk_steps"], cursor)
         metrics_table = pd.DataFrame(metrics, columns=list(METRIC_COLUMNS) + (list(IS_COLUMNS) if vllm else []))
         eval_table = pd.DataFrame(evaluations, columns=list(EVAL_COLUMNS))
-        metrics_table.to_parquet(staging / "metrics.parquet", index=False)
-        eval_table.to_parquet(staging / "eval.parquet", index=False)
+        metrics_table.to_parquet(chunk.metrics, index=False)
+        eval_table.to_parquet(chunk.evaluations, index=False)
     validation_curve = eval_table[["step", "accuracy"]].rename(columns={"accuracy": "val_accuracy"})
     return StageRecord(
         params={"rl": dict(rl), "lora": dict(config["lora"]), "fresh_adapter": fresh_adapter, "jumped": jumped},
         step_metrics=metrics_table.merge(validation_curve, "left", "step"),
-        artifacts=[output / "metrics.parquet", output / "eval.parquet"],
+        artifacts=[ChunkLayout(output).metrics, ChunkLayout(output).evaluations],
     )

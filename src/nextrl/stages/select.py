@@ -1,7 +1,8 @@
 """The select stage: every candidate jump scored on the selection split, the best one applied to the next start model.
 
 Selection reads only the ``selection`` split (choosing α on the curves' validation split would make them
-optimistic, and on test would leak it, method.md §4). α = 0 — no jump — is always a candidate, so a jump never
+optimistic, and on test would leak it, docs/method.md, "Departures from the reference code"). α = 0 — no jump — is
+always a candidate, so a jump never
 lowers selection accuracy; ties go to the smaller α (:func:`nextrl.lowrank.jumps.choose`). The chosen jump is then
 applied
 as ``jump.continuation`` says (:mod:`nextrl.lowrank.jumps`): ``carry`` folds α·ΔŴ into the round's start model (α = 0:
@@ -47,7 +48,7 @@ def run(
     table = pd.read_parquet(candidates / "candidates.parquet")
     items = pd.read_parquet(data / "selection.parquet")
     scorer = make_scorer(config["task"])
-    adapters = {f"α={alpha:g}": candidates / name for alpha, name in zip(table["alpha"], table["adapter"], strict=True)}
+    adapters = {name: candidates / name for name in table["adapter"]}  # named by lowrank.jumps.candidate_name
     scored = score_adapters(start_model, adapters, items, scorer, config["eval"], config["rollout"], config["runtime"])
     scores = pd.DataFrame(
         {"alpha": table["alpha"].astype(float), "accuracy": scored["accuracy"], "seconds": scored["seconds"]}

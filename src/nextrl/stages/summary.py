@@ -1,7 +1,8 @@
 """The summary stage: learning curves, steps-to-target, final test accuracy, the wall-clock split and the held-out
 predictor table, from the artifacts its rule lists (:mod:`nextrl.analysis.comparison` defines every column).
 
-The rule passes a manifest: ``base_test`` (the base model's test.parquet), ``plain_arms``, ``methods`` (arm → method),
+Its rule writes a manifest (a JSON file, so the command line stays short at any experiment size): ``base_test``
+(the base model's test.parquet), ``plain_arms``, ``methods`` (arm → method),
 ``training`` (arm → ``lora`` | ``full``) and ``runs``, one record per (arm, seed, round) with the paths of that round's
 artifacts (:data:`nextrl.analysis.comparison.RUN_FIELDS`). Writes one directory atomically: ``curves.parquet``,
 ``steps_to_target.parquet`` and ``per_seed.csv`` (per arm and seed), ``table.{md,csv,tex}`` (per arm),
@@ -56,7 +57,8 @@ def trajectory_findings(runs: list[Mapping[str, Any]]) -> tuple[pd.DataFrame, pd
 
 
 def findings_text(energy: pd.DataFrame, linearity: pd.DataFrame) -> str:
-    """The paper's §2 claims checked on this run (method.md §2), in words and numbers, per training mode."""
+    """The paper's §2 claims checked on this run (docs/method.md, "The paper's §2 findings, checked on every run"), in
+    words and numbers, per training mode."""
     if energy.empty:
         return "No trajectory in this experiment (no jump arm, no full-parameter arm): E1 and R² were not measured.\n"
     lines = []
@@ -120,9 +122,11 @@ def write_comparison(staging: Path, manifest: Mapping[str, Any], config: Mapping
     return {f"{row['arm']}_test_accuracy_mean": float(row["test_accuracy_mean"]) for row in table.to_dict("records")}
 
 
-def run(config: Mapping[str, Any], *, manifest: Mapping[str, Any], output: Path) -> StageRecord:
-    """An imported run (manifest ``imported``) has no learning curves or test accuracies: only the trajectory
-    findings, the held-out check, the probe and the α sweeps are written."""
+def run(config: Mapping[str, Any], *, manifest: Path, output: Path) -> StageRecord:
+    """Summarise the artifacts the JSON file ``manifest`` lists. An imported run (manifest ``imported``) has no
+    learning curves or test accuracies: only the trajectory findings, the held-out check, the probe and the α sweeps
+    are written."""
+    manifest = json.loads(Path(manifest).read_text())
     runs = manifest["runs"]
     heldout = heldout_table(runs)
     probe_points = stacked(runs, "probe")

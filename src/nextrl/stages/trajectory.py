@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from nextrl.jobs.artifacts import atomic_path
 from nextrl.jobs.tracking import StageRecord
-from nextrl.lowrank.trajectory_table import load_round
+from nextrl.lowrank.round_snapshots import load_round
 
 
 def run(

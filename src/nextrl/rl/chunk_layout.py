@@ -1,0 +1,65 @@
+"""The layout of an RL chunk's output directory (``…/round<r>/rl``), the one owner of its file names::
+
+    snapshots/step_<t>/         the adapter (PEFT, fp32) or the dense weights (full mode) after RL step t
+    state/adapter/              the LoRA adapter at the chunk's end (LoRA mode), what the next round continues
+    state/model/                the whole model at the chunk's end (full mode), a HF model directory
+    state/training_state.pt     AdamW state, torch RNG state, data cursor and global step (exact resume)
+    metrics.parquet             one row per RL step
+    eval.parquet                validation accuracy at every snapshot (and at the start, when evaluated)
+
+The RL chunk and the import of a foreign run write it; every later stage and the summary read it. Schemas:
+docs/artifacts.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+SNAPSHOT_PREFIX = "step_"
+STATE_ADAPTER = "adapter"
+STATE_MODEL = "model"
+TRAINING_STATE = "training_state.pt"
+METRIC_COLUMNS = (
+    "step", "reward_mean", "reward_std", "accuracy", "loss", "kl", "clip_fraction", "entropy",
+    "response_len", "grad_norm", "lr", "tokens", "seconds",
+)  # fmt: skip
+"""metrics.parquet: one row per RL step (with vLLM rollouts also :data:`nextrl.rl.importance.IS_COLUMNS`)."""
+EVAL_COLUMNS = ("step", "split", "accuracy", "n_items")
+"""eval.parquet: one row per evaluated step."""
+
+
+@dataclass(frozen=True)
+class ChunkLayout:
+    """The paths of one RL chunk's output directory ``root``."""
+
+    root: Path
+
+    @property
+    def snapshots(self) -> Path:
+        return self.root / "snapshots"
+
+    def snapshot(self, step: int) -> Path:
+        return self.snapshots / f"{SNAPSHOT_PREFIX}{step}"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def adapter(self) -> Path:
+        """The adapter at the chunk's end (LoRA mode)."""
+        return self.state / STATE_ADAPTER
+
+    @property
+    def model(self) -> Path:
+        """The whole model at the chunk's end (full mode)."""
+        return self.state / STATE_MODEL
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.parquet"
+
+    @property
+    def evaluations(self) -> Path:
+        return self.root / "eval.parquet"
