@@ -92,6 +92,10 @@ from nextrl.experiment import arm_config, arm_method, plain_arms
             lambda c: c["extrapolators"]["next"].update(device="cuda"),
             r"resources.fit.gpu: 0, but extrapolators.next.device is cuda",
         ),
+        (
+            lambda c: (c["extrapolators"]["next"].update(device="cuda"), c["resources"]["fit"].update(gpu=1)),
+            r"resources.weights.gpu: 0, but extrapolators.next.device is cuda and the held-out check",
+        ),
         (lambda c: c.update(arms=["none", "fast"]), r"arms: unknown arm 'fast'"),
         (lambda c: c.update(arms=["next", "linear"]), r"arms: jump arms need `none`"),
     ],

@@ -86,10 +86,11 @@ def test_figures_redraw_from_parquet_alone_and_the_report_bundles_them(finished_
     redraw = snakemake(
         directory, "--cores", "2", "figures", "--forcerun", "summary"
     )  # a target after --configfile's list
-    ran = {
+    ran = [
         line.split()[1].rstrip(":") for line in redraw.stderr.splitlines() if line.startswith(("rule ", "localrule "))
-    }
-    assert ran == {"summary", "figures", *(f"figure_{name}" for name in FIGURES)}  # no RL, evaluation or model stage
+    ]
+    assert set(ran) == {"summary", "figures", "figure"}  # no RL, evaluation or model stage
+    assert ran.count("figure") == len(FIGURES)
     snakemake(directory, "--report", "results/test/report.html")
     report = (finished_run / "report.html").read_text()
     for name in FIGURES:
@@ -109,7 +110,7 @@ def test_imported_verl_and_trl_runs_give_the_workflows_own_trajectory(finished_r
     from peft import PeftModel
 
     from nextrl.models import load_model
-    from tests.test_run_import import layout_tree
+    from tests.test_foreign_run import layout_tree
 
     own = finished_run / "next" / "seed0" / "round0"
     directory = workdir(tmp_path)
@@ -359,11 +360,14 @@ def test_no_command_line_grows_with_the_experiment(tmp_path: Path):
     assert max(len(line) for line in commands) < 10_000
 
 
-def test_the_summary_reads_a_manifest_the_size_of_a_large_comparison(finished_run: Path, tmp_path: Path):
+def test_the_summary_reads_a_manifest_the_size_of_a_large_comparison(
+    finished_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     """The summary stage on 480 run records (compare.yaml at 8 rounds: 12 arms × 5 seeds × 8 rounds): the test run's
     12 records, each repeated as 40 seeds. Identical seeds must give the test run's own means."""
     from nextrl.stages import summary
 
+    monkeypatch.chdir(finished_run.parents[1])  # the manifest's paths are relative to the workflow's directory
     manifest = json.loads((finished_run / "summary_manifest.json").read_text())
     manifest["runs"] = [{**run, "seed": seed} for seed in range(40) for run in manifest["runs"]]
     path = tmp_path / "manifest.json"

@@ -61,9 +61,16 @@ def _check_gpu_requests(config: Mapping[str, Any]) -> None:
                 )
     for arm in config["arms"]:
         method = arm_method(config, arm)
-        if config["extrapolators"].get(method, {}).get("device") == "cuda" and resources["fit"]["gpu"] == 0:
+        if config["extrapolators"].get(method, {}).get("device") != "cuda":
+            continue
+        if resources["fit"]["gpu"] == 0:
             raise ConfigError(
                 f"config key resources.fit.gpu: 0, but extrapolators.{method}.device is cuda; ask for the GPU"
+            )
+        if config["heldout"] != "off" and resources["weights"]["gpu"] == 0:  # the heldout job fits every method
+            raise ConfigError(
+                f"config key resources.weights.gpu: 0, but extrapolators.{method}.device is cuda and the held-out "
+                f"check (heldout: {config['heldout']}) fits it in a weights job; ask for the GPU or set heldout: off"
             )
 
 

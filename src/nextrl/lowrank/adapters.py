@@ -21,10 +21,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from nextrl.rl.chunk_layout import snapshot_path, snapshot_steps
+
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<factor>[AB])\.weight$")
-_SNAPSHOT = re.compile(r"^step_(\d+)$")
 
 Factors = dict[str, tuple[torch.Tensor, torch.Tensor]]
 """Per module (left out×q, right q×in): the matrix left @ right."""
@@ -77,19 +78,9 @@ def load_adapter(directory: Path) -> Adapter:
     return Adapter(factors, lora_scale(config), config)
 
 
-def snapshot_steps(directory: Path) -> list[int]:
-    """The RL steps t of an RL chunk's ``step_<t>/`` snapshot directories, ascending."""
-    if not directory.is_dir():
-        raise AdapterError(f"{directory}: no such snapshot directory")
-    steps = sorted(int(match[1]) for path in directory.iterdir() if (match := _SNAPSHOT.match(path.name)))
-    if not steps:
-        raise AdapterError(f"{directory} holds no step_<t> snapshots")
-    return steps
-
-
 def load_snapshots(directory: Path) -> dict[int, Adapter]:
     """The ``step_<t>/`` adapters of an RL chunk's snapshot directory, keyed by RL step t."""
-    return {step: load_adapter(directory / f"step_{step}") for step in snapshot_steps(directory)}
+    return {step: load_adapter(snapshot_path(directory, step)) for step in snapshot_steps(directory)}
 
 
 def lora_config_for(factors: Factors) -> dict[str, Any]:

@@ -17,7 +17,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from nextrl.lowrank.adapters import AdapterError, base_weight_name, snapshot_steps
+from nextrl.lowrank.adapters import AdapterError, base_weight_name
+from nextrl.rl.chunk_layout import snapshot_path, snapshot_steps
 
 DENSE_WEIGHTS = "weights.safetensors"
 PEFT_PREFIX = "base_model.model."
@@ -59,7 +60,7 @@ def load_dense_snapshots(directory: Path, target_modules: Iterable[str]) -> dict
     targets = list(target_modules)
     snapshots = {}
     for step in snapshot_steps(directory):
-        path = directory / f"step_{step}" / DENSE_WEIGHTS
+        path = snapshot_path(directory, step) / DENSE_WEIGHTS
         if not path.is_file():
             raise AdapterError(f"{path.parent}: not a dense (full-parameter) snapshot, no {DENSE_WEIGHTS}")
         snapshots[step] = _matrices([path], targets, path)

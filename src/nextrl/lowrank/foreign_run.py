@@ -27,6 +27,7 @@ import pandas as pd
 from safetensors import safe_open
 
 from nextrl.lowrank.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, Adapter, base_weight_name, is_adapter_dir
+from nextrl.rl.chunk_layout import snapshot_path
 
 LAYOUTS: dict[str, tuple[re.Pattern[str], str]] = {
     "verl": (re.compile(r"^global_step_(\d+)$"), "actor/lora_adapter"),
@@ -94,7 +95,7 @@ def check_base_shapes(base_dir: Path, adapter: Adapter) -> None:
 def copy_snapshots(snapshots: Mapping[int, Path], output: Path) -> None:
     """Each snapshot's adapter files as ``output/step_<t>/`` (the trajectory stage's input)."""
     for step, source in snapshots.items():
-        target = output / f"step_{step}"
+        target = snapshot_path(output, step)
         target.mkdir(parents=True)
         for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
             shutil.copy2(source / name, target / name)

@@ -13,13 +13,11 @@ docs/artifacts.md.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-SNAPSHOT_PREFIX = "step_"
-STATE_ADAPTER = "adapter"
-STATE_MODEL = "model"
-TRAINING_STATE = "training_state.pt"
+_SNAPSHOT = re.compile(r"^step_(\d+)$")
 METRIC_COLUMNS = (
     "step", "reward_mean", "reward_std", "accuracy", "loss", "kl", "clip_fraction", "entropy",
     "response_len", "grad_norm", "lr", "tokens", "seconds",
@@ -27,6 +25,25 @@ METRIC_COLUMNS = (
 """metrics.parquet: one row per RL step (with vLLM rollouts also :data:`nextrl.rl.importance.IS_COLUMNS`)."""
 EVAL_COLUMNS = ("step", "split", "accuracy", "n_items")
 """eval.parquet: one row per evaluated step."""
+
+
+class ChunkLayoutError(ValueError):
+    """A chunk's output directory that lacks what its layout promises; the message names the directory."""
+
+
+def snapshot_path(snapshots: Path, step: int) -> Path:
+    """The snapshot of RL step ``step`` in a snapshots directory."""
+    return snapshots / f"step_{step}"
+
+
+def snapshot_steps(snapshots: Path) -> list[int]:
+    """The RL steps t of the ``step_<t>/`` snapshots in ``snapshots``, ascending."""
+    if not snapshots.is_dir():
+        raise ChunkLayoutError(f"{snapshots}: no such snapshot directory")
+    steps = sorted(int(match[1]) for path in snapshots.iterdir() if (match := _SNAPSHOT.match(path.name)))
+    if not steps:
+        raise ChunkLayoutError(f"{snapshots} holds no step_<t> snapshots")
+    return steps
 
 
 @dataclass(frozen=True)
@@ -40,7 +57,7 @@ class ChunkLayout:
         return self.root / "snapshots"
 
     def snapshot(self, step: int) -> Path:
-        return self.snapshots / f"{SNAPSHOT_PREFIX}{step}"
+        return snapshot_path(self.snapshots, step)
 
     @property
     def state(self) -> Path:
@@ -49,12 +66,17 @@ class ChunkLayout:
     @property
     def adapter(self) -> Path:
         """The adapter at the chunk's end (LoRA mode)."""
-        return self.state / STATE_ADAPTER
+        return self.state / "adapter"
 
     @property
     def model(self) -> Path:
         """The whole model at the chunk's end (full mode)."""
-        return self.state / STATE_MODEL
+        return self.state / "model"
+
+    @property
+    def training_state(self) -> Path:
+        """AdamW state, torch RNG state, data cursor and global step."""
+        return self.state / "training_state.pt"
 
     @property
     def metrics(self) -> Path:

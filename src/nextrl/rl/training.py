@@ -28,15 +28,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from nextrl.lowrank.dense_weights import save_dense_snapshot
 from nextrl.models import save_model
 from nextrl.rl.advantages import compute_advantages
+from nextrl.rl.chunk_layout import ChunkLayout
 from nextrl.rl.importance import sequence_weights
 from nextrl.rl.loss import kl_penalty, masked_aggregate, policy_loss, token_entropy, token_logprobs
 from nextrl.rl.micro_batches import micro_batches, slice_weight
 from nextrl.rollouts.generation import GenerationBackend, Rollouts
 from nextrl.tasks import Scorer
-
-TRAINING_STATE = "training_state.pt"
-STATE_ADAPTER = "adapter"
-STATE_MODEL = "model"
 
 
 class RLError(RuntimeError):
@@ -94,7 +91,7 @@ def save_snapshot(model: PeftModel | PreTrainedModel, directory: Path) -> None:
 
 
 def save_training_state(
-    directory: Path,
+    chunk: ChunkLayout,
     model: PeftModel | PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     optimizer: torch.optim.Optimizer,
@@ -102,23 +99,24 @@ def save_training_state(
     cursor: int,
 ) -> None:
     """Write everything an exact resume needs: the trained weights (``adapter/``, or in full-parameter mode the
-    whole model as ``model/``, a HF model directory), the optimizer state, the torch RNG and the data cursor."""
+    whole model as ``model/``, a HF model directory), the optimizer state, the torch RNG and the data cursor, into
+    the chunk's ``state/``."""
     if isinstance(model, PeftModel):
-        model.save_pretrained(directory / STATE_ADAPTER, safe_serialization=True)
+        model.save_pretrained(chunk.adapter, safe_serialization=True)
     else:
-        save_model(model, tokenizer, directory / STATE_MODEL)
+        save_model(model, tokenizer, chunk.model)
     state = {"step": step, "cursor": cursor, "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
-    torch.save(state, directory / TRAINING_STATE)
+    torch.save(state, chunk.training_state)
 
 
-def load_training_state(directory: Path, expected_step: int) -> dict[str, Any]:
-    """The saved state (keys step, cursor, optimizer, torch_rng); RLError unless it is at ``expected_step``."""
-    path = directory / TRAINING_STATE
+def load_training_state(chunk: ChunkLayout, expected_step: int) -> dict[str, Any]:
+    """A chunk's saved state (keys step, cursor, optimizer, torch_rng); RLError unless it is at ``expected_step``."""
+    path = chunk.training_state
     if not path.is_file():
         raise RLError(f"{path}: no training state to resume from")
     saved = torch.load(path, weights_only=False)
     if saved["step"] != expected_step:
-        raise RLError(f"{directory}: state is at step {saved['step']} but the chunk starts at {expected_step}")
+        raise RLError(f"{chunk.state}: state is at step {saved['step']} but the chunk starts at {expected_step}")
     return saved
 
 

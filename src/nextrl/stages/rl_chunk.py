@@ -81,7 +81,7 @@ def run(
     first_step = round_start_step(config, round_index)
     tokenizer = load_tokenizer(start_model)
     previous = ChunkLayout(resume) if resume is not None else None
-    saved = load_training_state(previous.state, first_step) if previous is not None else None
+    saved = load_training_state(previous, first_step) if previous is not None else None
     jumped = jump_selection is not None and selected_alpha(pd.read_parquet(jump_selection)) != 0.0
     fresh_adapter = saved is None or (jump_selection is not None and config["jump"]["continuation"] == "fresh")
     runtime, full = config["runtime"], rl["mode"] == "full"
@@ -158,7 +158,7 @@ def run(
                 refresh=False,
             )
         progress.close()
-        save_training_state(chunk.state, model, tokenizer, optimizer, first_step + rl["chunk_steps"], cursor)
+        save_training_state(chunk, model, tokenizer, optimizer, first_step + rl["chunk_steps"], cursor)
         metrics_table = pd.DataFrame(metrics, columns=list(METRIC_COLUMNS) + (list(IS_COLUMNS) if vllm else []))
         eval_table = pd.DataFrame(evaluations, columns=list(EVAL_COLUMNS))
         metrics_table.to_parquet(chunk.metrics, index=False)
