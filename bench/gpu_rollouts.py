@@ -44,11 +44,11 @@ def measure(args: argparse.Namespace, backend_name: str) -> dict[str, object]:
         from nextrl.rollouts.vllm_engine import VLLMBackend, engine_options, vllm_api
 
         api = vllm_api()
-        engine = api.LLM(model=str(args.model), **engine_options([args.rank], 0.3, 0))
+        engine = api.LLM(model=str(args.model), **engine_options([args.rank], 0.3, 0, runtime["dtype"]))
     model = attach_lora(training_model(args.model, runtime, device, full=False), lora, seed=0)
     scratch = tempfile.TemporaryDirectory()
     backend = (
-        VLLMBackend(api, engine, tokenizer, model.save_pretrained, Path(scratch.name), seed=0)
+        VLLMBackend(api, engine, tokenizer, model.save_pretrained, Path(scratch.name))
         if backend_name == "vllm"
         else HFGenerateBackend(model, tokenizer, batch_size=args.prompts * args.group)
     )

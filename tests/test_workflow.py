@@ -18,6 +18,7 @@ import yaml
 from safetensors.torch import load_file
 
 from nextrl.analysis.figures import FIGURES
+from nextrl.rollouts.vllm_engine import vllm_installed
 from tests.workflow_runs import ENV, REPO, SNAKEMAKE, assert_same_outputs, snakemake, workdir
 
 ARMS = {"none", "next", "linear", "repeat_last", "none_fast", "none_full"}
@@ -382,3 +383,36 @@ def test_the_summary_reads_a_manifest_the_size_of_a_large_comparison(
     assert (
         pd.read_parquet(tmp_path / "summary" / "steps_to_target.parquet").groupby("arm")["seed"].nunique() == 40
     ).all()
+
+
+@pytest.mark.skipif(
+    not vllm_installed(), reason="needs vLLM (README, Running on GPUs: it does not install beside nextrl's pins yet)"
+)
+def test_vllm_rollouts_run_the_dag_and_feed_the_importance_correction(tmp_path: Path):
+    """`rollout.backend: vllm` through Snakemake on config/test.yaml (plain RL and NExt, two rounds): every RL chunk
+    samples from the real engine, selection and the probe score their candidates with it, and the importance metrics
+    come from the real sampler (trainer and sampler agree: ratios near 1)."""
+    from nextrl.rl.importance import IS_COLUMNS
+
+    directory = workdir(tmp_path)
+    shape = {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_heads": 2,
+        "num_kv_heads": 1,
+    }  # head_dim 32: see vllm_base
+    settings = {
+        "experiment": "vllm",
+        "arms": ["none", "next"],
+        "rollout": {"backend": "vllm"},
+        "model": {"shape": shape},
+    }
+    (directory / "vllm.yaml").write_text(yaml.safe_dump(settings))
+    snakemake(directory, "--cores", "2", "--configfile", "config/test.yaml", "vllm.yaml")
+    results = directory / "results" / "vllm"
+    for chunk in ("none/seed0/round0", "none/seed0/round1", "next/seed0/round1"):
+        metrics = pd.read_parquet(results / chunk / "rl" / "metrics.parquet")
+        assert set(IS_COLUMNS) <= set(metrics.columns) and metrics[list(IS_COLUMNS)].notna().all().all(), chunk
+        assert metrics["is_mean_abs_logprob_gap"].max() < 1e-3, chunk
+        assert metrics["is_ratio_mean"].between(0.99, 1.01).all(), chunk
+    assert (results / "summary" / "table.csv").is_file()

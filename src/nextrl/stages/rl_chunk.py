@@ -89,7 +89,8 @@ def run(
     vllm = config["rollout"]["backend"] == "vllm"
     if vllm:  # the engine first: it sizes its memory share before the training copy exists (docs/gpu.md)
         api = vllm_api()
-        options = engine_options([config["lora"]["r"]], config["rollout"]["gpu_memory_utilization"], seed)
+        options = engine_options([config["lora"]["r"]], config["rollout"]["gpu_memory_utilization"],
+                                 stage_seed(seed, round_index), runtime["dtype"])  # fmt: skip
         engine = api.LLM(model=str(start_model), **options)
     if full:  # the previous round's own weights, unless a jump wrote the start model
         resumes_weights = saved is not None and jump_selection is None
@@ -120,7 +121,7 @@ def run(
     output.parent.mkdir(parents=True, exist_ok=True)
     served = tempfile.TemporaryDirectory(prefix=".vllm_adapters.", dir=output.parent) if vllm else None
     backend = (
-        VLLMBackend(api, engine, tokenizer, model.save_pretrained, Path(served.name), stage_seed(seed, round_index))
+        VLLMBackend(api, engine, tokenizer, model.save_pretrained, Path(served.name))
         if vllm
         else HFGenerateBackend(model, tokenizer, batch_size=rl["generation_batch_size"])
     )
