@@ -4,8 +4,7 @@
 For every round directory of a finished experiment (jump arms' trajectories), counts consecutive same-kind,
 same-module top triplets that point the same way (|cos u| > 0.3) but are stored with opposite signs
 (u·u_prev + v·v_prev < 0): once for the triplets as ``nextrl.lowrank.trajectory_table`` stores them (aligned), once for
-the
-stateless rule alone (each snapshot's triplet canonicalised on its own, as before alignment existed).
+the stateless rule alone (each snapshot's triplet canonicalised on its own, as before alignment existed).
 
 Usage: .venv/bin/python bench/sign_flips.py [results/default]
 """

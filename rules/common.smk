@@ -147,7 +147,8 @@ def get_previous_rl(w):
 
 
 def get_resume(w):
-    return f"{previous_round(w)}/rl" if int(w.round) > 0 else ""
+    """--resume: the previous round's RL chunk, or "" in round 0."""
+    return "".join(get_previous_rl(w))
 
 
 def get_final_model(w):

@@ -4,11 +4,10 @@ Standard next-token cross-entropy on ``prompt + answer + EOS`` with the loss on 
 (prompt tokens are masked), AdamW, a fixed number of steps over seeded random mini-batches of the train split.
 
 ``off_by_one`` > 0 makes a "sharpening" base (docs/method.md, "The extrapolability probe"): that share of the labels,
-drawn per example from its own
-seeded stream, is replaced by the answer ± 1, so the model learns to put mass on the right answer and on its
-neighbours: greedy accuracy well below its pass@k, the regime where RLVR sharpens a distribution it already has.
-Above 2/3 the right answer is no longer the labels' mode (each neighbour gets share/2): a model trained to
-convergence answers greedily with a neighbour (the default's "near-miss" base, share 0.7: greedy 0.21).
+drawn per example from its own seeded stream, is replaced by the answer ± 1, so the model learns to put mass on the
+right answer and on its neighbours: greedy accuracy well below its pass@k, the regime where RLVR sharpens a distribution
+it already has. Above 2/3 the right answer is no longer the labels' mode (each neighbour gets share/2): a model trained
+to convergence answers greedily with a neighbour (the default's "near-miss" base, share 0.7: greedy 0.21).
 
 The base's accuracy is not a smooth function of these settings: a partly trained tiny model sits in a phase
 transition, and the same settings with another ``model.seed`` or thread count ended anywhere between 0.17 and 0.85

@@ -13,7 +13,7 @@ paths its rule lists and writes the results. Definitions (issue 8; docs/method.m
   ratio_to_fastest_plain — over the fastest plain-RL arm's (``none`` or a variant of it, e.g. a higher learning
   rate; only arms that reached the target in at least half their seeds are candidates). Jumps only count as an
   acceleration against the latter: scaling a slow run's delta can look much like training at a higher learning
-  rate (§8).
+  rate (docs/method.md, "The extrapolability probe").
 * acceleration — the ratio to the fastest plain arm is below 1 with its whole 95 % interval, and the test accuracy is
   no lower than that arm's (its mean minus its 95 % half-width).
 * ICER — RL steps run / test-accuracy gain over the base model in points; lower is better.

@@ -3,7 +3,7 @@ loaded.
 
 Every ``plot_*`` takes that table and a path stem and writes ``<stem>.png`` and ``<stem>.pdf`` (matplotlib, Agg).
 :data:`FIGURES` maps each figure's name to the summary table it reads and its function; the ``figure`` stage and the
-rules in rules/figures.smk are driven by it.
+one ``figure`` rule of rules/figures.smk are driven by it.
 """
 
 from __future__ import annotations
@@ -136,9 +136,8 @@ R2_FLOOR = -3.0
 
 def plot_linearity(linearity: pd.DataFrame, path_stem: Path) -> None:
     """Held-out R² of a per-module linear fit of the rank-1 global delta (docs/method.md, "The paper's §2 findings,
-    checked on every run"): one box per module type and
-    training mode, every module a dot; values below ``R2_FLOOR`` are drawn at the floor; the title gives n, m and
-    the share below 0 per training mode."""
+    checked on every run"): one box per module type and training mode, every module a dot; values below ``R2_FLOOR``
+    are drawn at the floor; the title gives n, m and the share below 0 per training mode."""
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(8, 4.2))
     types = sorted(linearity["module_type"].unique())
@@ -199,8 +198,7 @@ def plot_alpha(alpha: pd.DataFrame, path_stem: Path) -> None:
 
 def plot_probe(probe: pd.DataFrame, path_stem: Path) -> None:
     """The extrapolability probe (docs/method.md, "The extrapolability probe"): validation accuracy along each round's
-    own ray
-    W_start + k·(W_T − W_start), one panel per arm, a line per round (mean over seeds; thin: seeds)."""
+    own ray W_start + k·(W_T − W_start), one panel per arm, a line per round (mean over seeds; thin: seeds)."""
     figure, axes = _sweep_panels(probe, "k", "k (1 = where RL got to)", "validation accuracy", "round {}")
     for axis in axes:
         axis.axvline(1, color="black", linestyle="--", linewidth=0.8)

@@ -6,8 +6,7 @@ AlphaRL reports that the top singular direction of the RL update moves linearly 
 
 1. a_t = σ₁u₁ of the global delta G_t (k = 0) over an early window: the round's first ``window`` snapshots (all of
    them when None). Signs come aligned along the trajectory from :mod:`nextrl.lowrank.trajectory_table` (the paper
-   aligns each
-   snapshot by cosine with its neighbour).
+   aligns each snapshot by cosine with its neighbour).
 2. A one-component PLS regression of a_t on the measured accuracy x_t (``evaluations``). With a single scalar
    predictor the one PLS component spans the predictor's whole space, so the fit is exactly ordinary least squares
    of every coordinate of a_t on x_t: a(x) = ā + β·(x − x̄), β ∈ R^m.

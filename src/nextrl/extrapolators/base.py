@@ -6,8 +6,8 @@ W_{T+H} − W_T from the round's last snapshot T, H = ``jump.horizon`` steps ahe
 the rivals of docs/method.md, "Rival extrapolators" fit the same interface). Candidates are then W_T + α·ΔŴ for every α
 of ``jump.alphas``.
 Every method reads the round's trajectory table (schema owned by :mod:`nextrl.lowrank.trajectory_table`);
-accuracy-driven methods
-also read ``evaluations`` (columns step, accuracy: the round's validation accuracy per snapshot).
+accuracy-driven methods also read ``evaluations`` (columns step, accuracy: the round's validation accuracy per
+snapshot).
 """
 
 from __future__ import annotations

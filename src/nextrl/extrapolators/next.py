@@ -39,10 +39,8 @@ Deviations from the public code:
     RNG, so a fit is reproducible and independent of which other groups exist; the public code sets no seed.
 
 Ablations (docs/method.md, "The predictor", "without the global input" / "without the local input"): ``next_global``
-keeps only the
-global branch, ``next_local`` only the local branch, and the combiner then takes d inputs:
-Linear(d, h) → Linear(h, 2d) → ReLU → Linear(2d, h) → Linear(h, d). The paper publishes no ablation code; this
-construction is ours.
+keeps only the global branch, ``next_local`` only the local branch, and the combiner then takes d inputs: Linear(d, h) →
+Linear(h, 2d) → ReLU → Linear(2d, h) → Linear(h, d). The paper publishes no ablation code; this construction is ours.
 """
 
 from __future__ import annotations

@@ -8,9 +8,8 @@ After full-parameter RL the round's own model is W_T and a candidate is the rank
 After the choice (docs/method.md, "Continuation after a jump: carry-over vs fresh"): ``carry`` folds only α·ΔŴ into
 the start model's weights (fp32) and training continues the same LoRA, so α = 0 leaves the weights bit-identical and
 the run continues exactly as plain RL; ``fresh`` (the paper's and RL-Extra's way) merges s·B A + α·ΔŴ and the next
-round trains a fresh LoRA. Either
-way the start model's low-rank offset from the experiment's base model grows by what was folded, so global deltas
-stay exact from factors (:mod:`nextrl.lowrank.adapters`).
+round trains a fresh LoRA. Either way the start model's low-rank offset from the experiment's base model grows by what
+was folded, so global deltas stay exact from factors (:mod:`nextrl.lowrank.adapters`).
 """
 
 from __future__ import annotations

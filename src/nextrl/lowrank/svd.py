@@ -33,9 +33,8 @@ Conventions shared by every public function:
   is stateless, so the same delta gives the same (u, σ, v) whatever factors or checkpoint
   it came from, and σ_i u_i v_iᵀ is unchanged. A stateless rule is not enough along a
   trajectory (docs/method.md, "Departures from the reference code": it stored 25 % of consecutive same-direction
-  triplets with
-  flipped signs), so trajectories apply :func:`align_signs` to each snapshot against the
-  previous one; the stateless rule only fixes the first.
+  triplets with flipped signs), so trajectories apply :func:`align_signs` to each snapshot against the previous one; the
+  stateless rule only fixes the first.
 * Numerical rank. Singular values at or below ``sqrt(max(m, n)) · eps(float32) ·
   ‖left‖₂ ‖right‖₂`` are treated as zero; ``Triplets.spectrum`` holds the singular
   values above it, so its length is the numerical rank (≤ q). The bound is relative to
@@ -153,9 +152,8 @@ def align_signs(
     """Flip each pair (u_i, v_i) so that it agrees with the previous snapshot's pair i of the same delta kind.
 
     The sign-free overlap u_i·u_prev_i + v_i·v_prev_i changes sign with the flip (docs/method.md, "Departures from the
-    reference code"), so the pair is
-    negated when it is negative; when it is exactly zero (orthogonal, or a zero column on either side) the pair
-    keeps its stateless sign. σ_i u_i v_iᵀ is unchanged.
+    reference code"), so the pair is negated when it is negative; when it is exactly zero (orthogonal, or a zero column
+    on either side) the pair keeps its stateless sign. σ_i u_i v_iᵀ is unchanged.
     """
     if u.shape != u_previous.shape or v.shape != v_previous.shape:
         raise ValueError(

@@ -2,8 +2,7 @@
 
 For a round whose snapshots are W_t = W_base + O + s·B_t A_t (NExt arXiv 2604.11446 §3 step 2; O the round start's
 low-rank offset from the experiment's base model, :mod:`nextrl.lowrank.adapters`; B_s A_s the adapter the round starts
-from,
-zero for a fresh LoRA):
+from, zero for a fresh LoRA):
 
 * global  G_t = W_t − W_base           = O + s·B_t A_t              ("position", from the experiment's base model)
 * local   L_t = W_t − W_{t−Δ}          = s·(B_t A_t − B_{t−Δ} A_{t−Δ}); at the first snapshot W_{t−Δ} = W_start

@@ -67,8 +67,8 @@ def score_adapters(
 ) -> pd.DataFrame:
     """Greedy accuracy on ``items`` of ``start_model`` with each PEFT adapter in turn (one model, adapters loaded
     side by side, on ``runtime``'s device and dtype); columns name, accuracy, n_items, seconds (load + evaluation of
-    that adapter). With
-    ``rollout.backend: vllm``, one vLLM engine holds every adapter at once and one generate scores them all
+    that adapter). With ``rollout.backend: vllm``, one vLLM engine holds every adapter at once and one generate scores
+    them all
     (:func:`nextrl.rollouts.vllm_engine.candidate_accuracies`)."""
     from nextrl.models import load_tokenizer
 

@@ -130,10 +130,10 @@ class VLLMBackend:
             raise VLLMError("rollout.backend vllm: generate before sync (no adapter served yet)")
         params = self.api.SamplingParams(n=num_samples, temperature=temperature, max_tokens=max_new_tokens, logprobs=0)
         # no progress bar: vLLM's divides by its elapsed time, 0 when TQDM_DISABLE is set (a ZeroDivisionError)
-        outputs = self.engine.generate(token_prompts(self.tokenizer, prompts), params, lora_request=self.current,
-                                       use_tqdm=False)  # fmt: skip
+        encoded = token_prompts(self.tokenizer, prompts)
+        outputs = self.engine.generate(encoded, params, lora_request=self.current, use_tqdm=False)
         samples = [sample for output in outputs for sample in output.outputs]
-        return rollouts_from_samples(self.tokenizer, [p for p in prompts for _ in range(num_samples)], samples,
+        return rollouts_from_samples(self.tokenizer, [p for p in encoded for _ in range(num_samples)], samples,
                                      max_new_tokens)  # fmt: skip
 
 
@@ -144,11 +144,15 @@ def token_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]) ->
 
 
 def rollouts_from_samples(
-    tokenizer: PreTrainedTokenizerBase, prompts: list[str], samples: Sequence[Any], max_new_tokens: int
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Mapping[str, list[int]]],
+    samples: Sequence[Any],
+    max_new_tokens: int,
 ) -> Rollouts:
-    """Rollouts (prompts left-padded as the HF backend pads them) with the sampler's log-probs of each sampled
-    token (vLLM's ``logprobs=0`` returns the sampled token's entry at every position)."""
-    encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    """Rollouts from one sample per prompt (:func:`token_prompts`' form, left-padded here as the HF backend pads
+    them) with the sampler's log-probs of each sampled token (vLLM's ``logprobs=0`` returns the sampled token's entry
+    at every position)."""
+    encoded = tokenizer.pad([{"input_ids": prompt["prompt_token_ids"]} for prompt in prompts], return_tensors="pt")
     ids = torch.full((len(samples), max_new_tokens), tokenizer.pad_token_id, dtype=torch.long)
     sampler = torch.zeros(len(samples), max_new_tokens)
     for row, sample in enumerate(samples):

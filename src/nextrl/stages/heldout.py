@@ -2,12 +2,10 @@
 
 The trajectory as if the round had ended at t* = T − H is rebuilt from the snapshots up to t* (same formulas, LoRA
 or dense: :func:`nextrl.lowrank.trajectory_table.load_round`); each method of :data:`nextrl.extrapolators.REGISTRY` is
-fitted on
-it with the experiment's options (evaluations up to t* for accuracy-driven methods) and predicts W_T − W_{t*}, which
-:func:`nextrl.lowrank.prediction_error.compare` scores against the exact truth. ``repeat_last`` is the trivial
-baseline; predicting
-zero scores relative error 1; a method that cannot fit the round (ExtrapolatorError) gets one row saying why.
-Output ``heldout.parquet``: HELDOUT_COLUMNS, one row per (method, module); empty when the round is too short
+fitted on it with the experiment's options (evaluations up to t* for accuracy-driven methods) and predicts W_T − W_{t*},
+which :func:`nextrl.lowrank.prediction_error.compare` scores against the exact truth. ``repeat_last`` is the trivial
+baseline; predicting zero scores relative error 1; a method that cannot fit the round (ExtrapolatorError) gets one row
+saying why. Output ``heldout.parquet``: HELDOUT_COLUMNS, one row per (method, module); empty when the round is too short
 (it needs a target pair before t*, i.e. at least 2H of snapshots).
 """
 

@@ -1,8 +1,7 @@
 """The import_run stage: a run trained elsewhere as round 0's RL output, so the jump rules run on it unchanged.
 
 Finds the run's LoRA snapshots in any known layout (:mod:`nextrl.lowrank.foreign_run`), checks them against each other
-and
-the base model's weight shapes, and writes what an RL chunk writes (:mod:`nextrl.rl.chunk_layout`) except the
+and the base model's weight shapes, and writes what an RL chunk writes (:mod:`nextrl.rl.chunk_layout`) except the
 training state: the run's adapters as snapshots (t = its global step), the last one as the final adapter (the W_T the
 candidates extend), its per-step validation accuracy (``import.accuracy``, or no rows) as evaluations, and no metrics
 rows (the run's own training metrics stay in its framework).

@@ -3,12 +3,11 @@ resumable exactly.
 
 Round r covers RL steps r·C+1 … (r+1)·C. Round 0 attaches a fresh LoRA; every later round resumes the previous
 round's training state (:mod:`nextrl.rl.training`): adapter, AdamW state, torch RNG and data cursor. Plain RL starts
-every
-round from the base model, so its chunks equal one continuous run bit for bit. A jump arm starts round r from the
-model its jump wrote (``jump.continuation: carry`` folds only α·ΔŴ into it and keeps the LoRA and AdamW, so a jump
-with α = 0 continues exactly as plain RL; ``fresh`` attaches a new LoRA and AdamW to the merged model, the paper's
-way). A chunk evaluates its start only when that start was not the previous chunk's last, already evaluated,
-snapshot: in round 0, and after a jump that changed the weights or restarted the adapter.
+every round from the base model, so its chunks equal one continuous run bit for bit. A jump arm starts round r from the
+model its jump wrote (``jump.continuation: carry`` folds only α·ΔŴ into it and keeps the LoRA and AdamW, so a jump with
+α = 0 continues exactly as plain RL; ``fresh`` attaches a new LoRA and AdamW to the merged model, the paper's way). A
+chunk evaluates its start only when that start was not the previous chunk's last, already evaluated, snapshot: in round
+0, and after a jump that changed the weights or restarted the adapter.
 
 Full-parameter mode (``rl.mode: full``): the same loop trains every weight; snapshots hold every weight in fp32
 (:mod:`nextrl.lowrank.dense_weights`) and the state holds the whole model (``state/model/``) in place of the adapter,

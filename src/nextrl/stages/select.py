@@ -2,13 +2,11 @@
 
 Selection reads only the ``selection`` split (choosing α on the curves' validation split would make them
 optimistic, and on test would leak it, docs/method.md, "Departures from the reference code"). α = 0 — no jump — is
-always a candidate, so a jump never
-lowers selection accuracy; ties go to the smaller α (:func:`nextrl.lowrank.jumps.choose`). The chosen jump is then
-applied
-as ``jump.continuation`` says (:mod:`nextrl.lowrank.jumps`): ``carry`` folds α·ΔŴ into the round's start model (α = 0:
-the
-start model's files are copied unchanged), ``fresh`` merges the round's adapter and α·ΔŴ. After full-parameter RL
-the start model is the round's own W_T, both fold only α·ΔŴ, and ``fresh`` only restarts AdamW (rl_chunk).
+always a candidate, so a jump never lowers selection accuracy; ties go to the smaller α
+(:func:`nextrl.lowrank.jumps.choose`). The chosen jump is then applied as ``jump.continuation`` says
+(:mod:`nextrl.lowrank.jumps`): ``carry`` folds α·ΔŴ into the round's start model (α = 0: the start model's files are
+copied unchanged), ``fresh`` merges the round's adapter and α·ΔŴ. After full-parameter RL the start model is the round's
+own W_T, both fold only α·ΔŴ, and ``fresh`` only restarts AdamW (rl_chunk).
 
 Output directory: ``model/`` (the next round's start model, fp32 HF directory), ``offset.safetensors`` (its
 low-rank offset from the experiment's base model, :mod:`nextrl.lowrank.adapters`) and ``selection.parquet`` (alpha
