@@ -18,6 +18,10 @@ import pandas as pd
 from nextrl.analysis.findings import TRAINING_WORDS, splits_used
 
 
+def seeds_label(count: int) -> str:
+    return f"{count} seed{'s' if count != 1 else ''}"
+
+
 def _pyplot() -> Any:
     import matplotlib
 
@@ -90,7 +94,7 @@ def plot_curves(curves: pd.DataFrame, path_stem: Path) -> None:
         identical = " (identical to none)" if same_as_none(curves, arm) else ""
         _draw_curve(axis, arm_curves, colours[arm], f"{arm}{identical}")
         axis.axhline(base_accuracy, color="black", linestyle="--", linewidth=0.8)
-        axis.set_title(f"{arm} ({arm_curves['seed'].nunique()} seeds)")
+        axis.set_title(f"{arm} ({seeds_label(arm_curves['seed'].nunique())})")
         axis.set_xlabel("RL steps consumed")
         axis.set_ylabel("validation accuracy")
         axis.grid(alpha=0.3)
@@ -124,8 +128,7 @@ def plot_energy(energy: pd.DataFrame, path_stem: Path) -> None:
     axis.set_xlabel("RL step")
     axis.set_ylabel("E1 = σ1 / Σσ of W_t − W_0")
     words = " vs ".join(TRAINING_WORDS[mode] for mode in modes)
-    seeds = energy["seed"].nunique()
-    axis.set_title(f"Rank-1 energy of the update, {words} ({seeds} seed{'s' if seeds > 1 else ''})")
+    axis.set_title(f"Rank-1 energy of the update, {words} ({seeds_label(energy['seed'].nunique())})")
     axis.grid(alpha=0.3)
     axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
     _save(figure, path_stem)
