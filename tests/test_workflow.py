@@ -18,7 +18,6 @@ import yaml
 from safetensors.torch import load_file
 
 from nextrl.analysis.figures import FIGURES
-from nextrl.rollouts.vllm_engine import vllm_installed
 from tests.workflow_runs import ENV, REPO, SNAKEMAKE, assert_same_outputs, snakemake, workdir
 
 ARMS = {"none", "next", "linear", "repeat_last", "none_fast", "none_full"}
@@ -385,9 +384,6 @@ def test_the_summary_reads_a_manifest_the_size_of_a_large_comparison(
     ).all()
 
 
-@pytest.mark.skipif(
-    not vllm_installed(), reason="needs vLLM (README, Running on GPUs: it does not install beside nextrl's pins yet)"
-)
 def test_vllm_rollouts_run_the_dag_and_feed_the_importance_correction(tmp_path: Path):
     """`rollout.backend: vllm` through Snakemake on config/test.yaml (plain RL and NExt, two rounds): every RL chunk
     samples from the real engine, selection and the probe score their candidates with it, and the importance metrics

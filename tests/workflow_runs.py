@@ -13,6 +13,8 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file
 
+from nextrl.rl.chunk_layout import TIMING_COLUMNS
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile")]
 ENV = {**os.environ, "TQDM_DISABLE": "1"}  # the offline environment is nextrl's own (nextrl/__init__.py)
@@ -41,7 +43,7 @@ def run_outputs(results: Path) -> dict[str, object]:
         if path.name == "adapter_model.safetensors":
             found[relative] = load_file(path)
         elif path.name in ("metrics.parquet",):
-            found[relative] = pd.read_parquet(path).drop(columns="seconds")
+            found[relative] = pd.read_parquet(path).drop(columns=list(TIMING_COLUMNS))
         elif path.name in ("eval.parquet", "test.parquet", "trajectory.parquet", "candidates.parquet"):
             found[relative] = pd.read_parquet(path)
     return found

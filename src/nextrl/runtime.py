@@ -58,7 +58,7 @@ def training_model(model_dir: Path, runtime: Mapping[str, Any], device: torch.de
 
     model = load_model(model_dir, dtype=torch.float32 if full else DTYPES[runtime["dtype"]])
     if runtime["gradient_checkpointing"]:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
         model.enable_input_require_grads()
     return model.to(device)

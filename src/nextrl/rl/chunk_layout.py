@@ -20,9 +20,11 @@ from pathlib import Path
 _SNAPSHOT = re.compile(r"^step_(\d+)$")
 METRIC_COLUMNS = (
     "step", "reward_mean", "reward_std", "accuracy", "loss", "kl", "clip_fraction", "entropy",
-    "response_len", "grad_norm", "lr", "tokens", "seconds",
+    "response_len", "grad_norm", "lr", "tokens", "generation_seconds", "scoring_seconds", "update_seconds", "seconds",
 )  # fmt: skip
 """metrics.parquet: one row per RL step (with vLLM rollouts also :data:`nextrl.rl.importance.IS_COLUMNS`)."""
+TIMING_COLUMNS = ("generation_seconds", "scoring_seconds", "update_seconds", "seconds")
+"""The wall-clock columns of metrics.parquet: the only ones a rerun of the same chunk does not reproduce."""
 EVAL_COLUMNS = ("step", "split", "accuracy", "n_items")
 """eval.parquet: one row per evaluated step."""
 

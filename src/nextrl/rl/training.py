@@ -14,6 +14,7 @@ process running all steps (same seed, CPU, same thread count): the data order is
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -138,10 +139,16 @@ def grpo_step(
     micro-batch weighted by its share of them): ``entropy``; ``kl``, the ``rl.kl_estimator`` estimate of
     KL(π_θ ‖ π_ref) (:func:`nextrl.rl.loss.kl_penalty`; 0.0 without a KL penalty); ``clip_fraction``, the share of
     tokens whose clipped branch of the PPO surrogate is active (:func:`nextrl.rl.loss.policy_loss`; 0.0 at the first
-    update, where the ratio is 1). ``loss`` and ``grad_norm`` are the last update's too."""
+    update, where the ratio is 1). ``loss`` and ``grad_norm`` are the last update's too.
+
+    The step's wall time is split three ways: ``generation_seconds`` (publishing the weights to the backend and
+    sampling), ``scoring_seconds`` (the verifier's rewards, the advantages and the old and reference log-probs, with
+    the importance weights) and ``update_seconds`` (the ``updates_per_batch`` gradient steps)."""
     group_size, temperature = rl["group_size"], rl["temperature"]
+    began = time.perf_counter()
     backend.sync()
     rollouts = backend.generate(batch["prompt"].tolist(), group_size, rl["max_new_tokens"], temperature)
+    generated = time.perf_counter()
     entries = [entry for entry in batch["entry"] for _ in range(group_size)]
     rewards = torch.tensor([scorer(text, entry) for text, entry in zip(rollouts.texts, entries)], dtype=torch.float32)
     mask = rollouts.completion_mask
@@ -167,6 +174,7 @@ def grpo_step(
         weights, corrections = sequence_weights(old_logprobs, rollouts.sampler_logprobs.to(mask.device), mask,
                                                 rl["rollout_is_cap"])  # fmt: skip
         advantages = advantages * weights
+    scored = time.perf_counter()
     model.train()
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     for _ in range(rl["updates_per_batch"]):
@@ -210,5 +218,8 @@ def grpo_step(
         "grad_norm": float(grad_norm) if torch.isfinite(loss) else float("nan"),
         "lr": optimizer.param_groups[0]["lr"],
         "tokens": int(mask.sum()),
+        "generation_seconds": generated - began,
+        "scoring_seconds": scored - generated,
+        "update_seconds": time.perf_counter() - scored,
         **corrections,
     }

