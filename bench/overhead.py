@@ -6,7 +6,7 @@ Per arm (one method or variant), mean seconds per jump of each jump stage (traje
 Snakemake measured the job (benchmarks/<stage>/, wall time including the job's Python start-up), their sum as a share
 of the mean RL chunk job of the same experiment, and the in-process compute per jump (the fit's own seconds plus
 candidate selection: the summary's overhead_compute_seconds per seed over the seed's jumps) as a share of the mean RL
-chunk's step time. Then the probe's cost per round. Needs the experiment's summary (steps_to_target.parquet).
+chunk's step time. Then the probe's cost per round. Needs the experiment's summary (per_seed.parquet).
 """
 
 import re
@@ -41,7 +41,7 @@ def main() -> None:
     table["jumps"] = per_jump.groupby("arm").size()
     table["job_total_s"] = table[list(JUMP_STAGES)].sum(axis=1)
     table["job_share_of_rl_chunk_%"] = 100 * table["job_total_s"] / rl_jobs
-    per_seed = pd.read_parquet(experiment / "summary" / "steps_to_target.parquet").set_index("arm")
+    per_seed = pd.read_parquet(experiment / "summary" / "per_seed.parquet").set_index("arm")
     table["compute_s"] = per_seed.groupby("arm")["overhead_compute_seconds"].sum() / table["jumps"]
     table["compute_share_of_rl_steps_%"] = 100 * table["compute_s"] / rl_compute
     print(f"{experiment}: mean RL chunk job {rl_jobs:.1f} s, its RL steps {rl_compute:.1f} s\n")

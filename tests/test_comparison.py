@@ -57,32 +57,42 @@ def test_step_table_ratios_against_none_and_the_fastest_plain_arm():
     steps = table["steps_to_target"]
     assert steps.loc["none"].tolist() == [20, 20] and steps.loc["fast"].tolist() == [15, 10]
     assert steps.loc[("next", 0)] == 15 and math.isnan(steps.loc[("next", 1)])
-    assert set(table["fastest_plain"]) == {"fast"}  # mean 12.5 < slow's 15 (one seed); slower never reached
+    assert set(table["target_fastest_plain"]) == {"fast"}  # mean 12.5 < slow's 15 (one seed); slower never reached
     assert table["ratio_to_none"].loc["fast"].tolist() == [0.75, 0.5]
     assert table.loc[("next", 0), "ratio_to_fastest_plain"] == pytest.approx(15 / 12.5)
     assert table.loc[("none", 0), "ratio_to_fastest_plain"] == pytest.approx(20 / 12.5)
     assert table.loc[("fast", 1), "final_val_accuracy"] == pytest.approx(0.7)
     no_fast = step_table(hand_made_curves().query("arm != 'fast'"), PLAIN).set_index(["arm", "seed"])
-    assert set(no_fast["fastest_plain"]) == {"slow"}  # 15 < none's 20; slower never reached
+    assert set(no_fast["target_fastest_plain"]) == {"slow"}  # 15 < none's 20; slower never reached
     # the reference for ratio_to_none is none's mean over the seeds that reached the target
     one_seed = step_table(hand_made_curves().query("not (arm == 'none' and seed == 1)"), PLAIN)
     assert one_seed.set_index(["arm", "seed"]).loc[("next", 0), "ratio_to_none"] == pytest.approx(15 / 20)
 
 
 def test_arm_table_icer_and_the_acceleration_verdict():
-    per_seed = step_table(hand_made_curves(), PLAIN).assign(
-        test_accuracy=0.5, rl_steps=20, rl_seconds=1.0, rl_job_seconds=2.0, overhead_seconds=0.0,
-        overhead_compute_seconds=0.0,
-    )  # fmt: skip
-    per_seed.loc[per_seed["arm"].isin(["fast", "jumpy"]), "test_accuracy"] = 0.6
-    table = arm_table(per_seed, base_test_accuracy=0.3, plain=PLAIN).set_index("arm")
+    saved_against_fastest = {"none": [-5, -5, -5], "fast": [0, 0, 0], "jumpy": [4, 5, 6], "next": [-2, 10, 4]}
+    per_seed = pd.DataFrame([
+        {"arm": arm, "seed": seed, "fastest_plain": "fast", "steps_saved": saved + 5, "speedup": 1 + (saved + 5) / 20,
+         "censored": "above" if arm == "next" and seed == 1 else "", "steps_saved_fastest": saved,
+         "speedup_fastest": 1 + saved / 20, "censored_fastest": "", "steps_to_target": 10.0,
+         "target_fastest_plain": "fast", "ratio_to_none": 1.0, "ratio_to_fastest_plain": 1.0, "final_val_accuracy": 0.5,
+         "test_accuracy": 0.6 if arm in ("fast", "jumpy") else 0.5, "rl_steps": 20, "rl_seconds": 1.0,
+         "rl_job_seconds": 2.0, "overhead_seconds": 0.0, "overhead_compute_seconds": 0.0}
+        for arm, saved_per_seed in saved_against_fastest.items() for seed, saved in enumerate(saved_per_seed)
+    ])  # fmt: skip
+    table = arm_table(per_seed, base_test_accuracy=0.3, plain=["none", "fast"]).set_index("arm")
     assert table.loc["none", "icer"] == pytest.approx(20 / 20)  # 20 steps / 20 points of test gain
     assert table.loc["fast", "icer"] == pytest.approx(20 / 30)
-    assert table.loc["jumpy", "ratio_to_fastest_plain_mean"] == pytest.approx(0.8)
-    assert table.loc["jumpy", "acceleration"] is True  # 0.8 ± 0, test 0.6 = fast's
-    assert table.loc["next", "acceleration"] is False  # 1.2 in the one seed that reached
-    assert table.loc["next", "reached"] == 1
+    # jumpy: 5 ± t(0.975, 2)·1/√3 = 5 ± 2.48 steps saved against fast, above 0, and test accuracy as fast's
+    assert table.loc["jumpy", "steps_saved_fastest_mean"] == 5
+    assert table.loc["jumpy", "steps_saved_fastest_ci95"] == pytest.approx(4.302652729911275 / math.sqrt(3))
+    assert table.loc["jumpy", "steps_saved_mean"] == 10 and table.loc["jumpy", "speedup_mean"] == pytest.approx(1.5)
+    assert table.loc["jumpy", "acceleration"] is True
+    assert table.loc["next", "acceleration"] is False  # 4 ± 14.9: the interval reaches below 0
+    assert table.loc["next", "censored"] == "1 above, 0 below"
     assert table.loc["none", "acceleration"] is None and table.loc["fast", "acceleration"] is None
+    slower_test = per_seed.assign(test_accuracy=per_seed["test_accuracy"].where(per_seed["arm"] != "jumpy", 0.4))
+    assert arm_table(slower_test, 0.3, ["none", "fast"]).set_index("arm").loc["jumpy", "acceleration"] is False
 
 
 def test_confidence_interval_is_student_t_over_seeds():
@@ -142,7 +152,8 @@ def test_probe_table_says_whether_accuracy_rises_beyond_k1(tmp_path):
 
 def test_ablation_table_keeps_next_its_ablations_and_plain_rl():
     table = pd.DataFrame({
-        "arm": ["none", "none_lr1e3", "next", "next_nolocal", "linear"], "seeds": 3,
+        "arm": ["none", "none_lr1e3", "next", "next_nolocal", "linear"], "seeds": 3, "steps_saved_mean": 0.0,
+        "steps_saved_ci95": 1.0,
         "steps_to_target_mean": [80, 20, 60, 70, 50], "ratio_to_none_mean": [1, 0.25, 0.75, 0.875, 0.625],
         "ratio_to_none_ci95": 0.1, "test_accuracy_mean": 0.8, "test_accuracy_ci95": 0.01, "icer": 5.0,
     })  # fmt: skip
@@ -162,7 +173,9 @@ def test_experiments_side_by_side_carry_their_advantage(tmp_path):
         summary = tmp_path / name / "summary"
         summary.mkdir(parents=True)
         (summary / "config.json").write_text(json.dumps({"experiment": name, "rl": {"advantage": advantage}}))
-        pd.DataFrame({"arm": ["none", "next"], "seeds": 3, "steps_to_target_mean": [80, 72],
+        pd.DataFrame({"arm": ["none", "next"], "seeds": 3, "steps_saved_mean": [0, 8], "steps_saved_ci95": 2.0,
+                      "steps_saved_fastest_mean": [-4, 4], "steps_saved_fastest_ci95": 2.0,
+                      "steps_to_target_mean": [80, 72],
                       "ratio_to_none_mean": [1.0, ratio], "ratio_to_none_ci95": 0.1, "test_accuracy_mean": 0.8,
                       "test_accuracy_ci95": 0.02, "icer": 5.0, "other": 1}).to_csv(summary / "table.csv")  # fmt: skip
     assert main([str(tmp_path / "grpo_run"), str(tmp_path / "rloo_run"), "--output", str(tmp_path / "out")]) == 0

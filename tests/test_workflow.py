@@ -28,8 +28,10 @@ def test_end_to_end_covers_every_arm_and_two_rounds(finished_run: Path):
     from nextrl.extrapolators import REGISTRY
 
     summary = finished_run / "summary"
-    per_seed = pd.read_parquet(summary / "steps_to_target.parquet")
+    per_seed = pd.read_parquet(summary / "per_seed.parquet")
     assert set(per_seed["arm"]) == ARMS
+    # steps saved: a number for every arm on every seed, against none and the fastest plain arm
+    assert per_seed[["equivalent_steps", "steps_saved", "speedup", "steps_saved_fastest"]].notna().all().all()
     for name in FIGURES:
         assert (finished_run / "figures" / f"{name}.png").stat().st_size > 10_000, name
         assert (finished_run / "figures" / f"{name}.pdf").exists(), name
@@ -379,9 +381,7 @@ def test_the_summary_reads_a_manifest_the_size_of_a_large_comparison(
     original = pd.read_csv(finished_run / "summary" / "table.csv").set_index("arm")
     assert set(table.index) == ARMS
     pd.testing.assert_series_equal(table["test_accuracy_mean"], original["test_accuracy_mean"])
-    assert (
-        pd.read_parquet(tmp_path / "summary" / "steps_to_target.parquet").groupby("arm")["seed"].nunique() == 40
-    ).all()
+    assert (pd.read_parquet(tmp_path / "summary" / "per_seed.parquet").groupby("arm")["seed"].nunique() == 40).all()
 
 
 def test_vllm_rollouts_run_the_dag_and_feed_the_importance_correction(tmp_path: Path):

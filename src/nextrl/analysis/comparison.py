@@ -1,21 +1,28 @@
-"""Comparing arms from their artifacts: learning curves, steps-to-target, confidence intervals, the held-out table.
+"""Comparing arms from their artifacts: learning curves, steps saved, steps-to-target, confidence intervals, the
+held-out table.
 
 Pure functions over the tables the stages wrote; the summary stage (:mod:`nextrl.stages.summary`) hands them the
 paths its rule lists and writes the results. Definitions (issue 8; docs/method.md, "References" for ICER):
 
 * curves — arm, seed, round, step, accuracy, point (start|snapshot): validation accuracy vs cumulative RL steps; a
   jump that changed the weights gives two points at its step (the round's end and the next round's start).
-* target — mean over seeds of the mean of ``none``'s last ``WINDOW`` evaluations (its final accuracy, smoothed).
+* steps saved (the headline) — per seed, the arm's last validation accuracy mapped through plain RL's curve of the
+  same seed to plain-RL-equivalent steps, against ``none`` and against the fastest plain-RL arm
+  (:mod:`nextrl.analysis.steps_saved`); defined on every seed, censored where an arm ends beyond what plain RL
+  reached.
+* target (secondary) — mean over seeds of the mean of ``none``'s last ``WINDOW`` evaluations (its final accuracy,
+  smoothed).
 * steps_to_target — first RL step at which the ``WINDOW``-point rolling mean of an arm's curve (in evaluation order)
   reaches the target; NaN if it never does. A window of one evaluation would let a noisy point decide.
 * ratio_to_none — steps_to_target over ``none``'s mean steps_to_target over the seeds that reached the target
   (``none`` itself misses its own mean final accuracy in the seeds that end below the mean; ``reached`` counts them);
-  ratio_to_fastest_plain — over the fastest plain-RL arm's (``none`` or a variant of it, e.g. a higher learning
-  rate; only arms that reached the target in at least half their seeds are candidates). Jumps only count as an
-  acceleration against the latter: scaling a slow run's delta can look much like training at a higher learning
-  rate (docs/method.md, "The extrapolability probe").
-* acceleration — the ratio to the fastest plain arm is below 1 with its whole 95 % interval, and the test accuracy is
-  no lower than that arm's (its mean minus its 95 % half-width).
+  ratio_to_fastest_plain — over the fastest plain-RL arm's by this measure (``target_fastest_plain``: ``none`` or a
+  variant of it, e.g. a higher learning rate; only arms that reached the target in at least half their seeds are
+  candidates).
+* acceleration — steps saved against the fastest plain arm (``steps_saved_fastest``) above 0 with its whole 95 %
+  interval, and test accuracy no lower than that arm's (its mean minus its 95 % half-width). Jumps only count as an
+  acceleration against the fastest plain arm: scaling a slow run's delta can look much like training at a higher
+  learning rate (docs/method.md, "The extrapolability probe").
 * ICER — RL steps run / test-accuracy gain over the base model in points; lower is better.
 * confidence intervals — mean ± Student-t 95 % half-width over seeds.
 * probe table — per (arm, round): mean validation accuracy along the round's own ray at every k, the best k and
@@ -36,6 +43,7 @@ from typing import Any
 
 import pandas as pd
 
+from nextrl.analysis.steps_saved import CENSORED_ABOVE, CENSORED_BELOW, steps_saved_table
 from nextrl.experiment import round_start_step
 
 RUN_FIELDS = (
@@ -97,7 +105,7 @@ def step_table(curves: pd.DataFrame, plain: list[str]) -> pd.DataFrame:
     candidates = [arm for arm in plain if arm in mean_steps.index and reached_share[arm] >= 0.5]
     fastest = mean_steps[candidates].idxmin() if candidates else None
     table["ratio_to_none"] = table["steps_to_target"] / mean_steps.get("none", math.nan)
-    table["fastest_plain"] = fastest
+    table["target_fastest_plain"] = fastest
     table["ratio_to_fastest_plain"] = table["steps_to_target"] / (mean_steps[fastest] if fastest else math.nan)
     return table
 
@@ -119,7 +127,8 @@ def benchmark_seconds(path: str | None) -> float:
 
 
 def per_seed_table(runs: list[Mapping[str, Any]], curves: pd.DataFrame, plain: list[str]) -> pd.DataFrame:
-    """One row per (arm, seed): the step table's columns, test accuracy and the wall-clock split RL vs jump overhead."""
+    """One row per (arm, seed): steps saved (:func:`nextrl.analysis.steps_saved.steps_saved_table`), the step
+    table's columns, test accuracy and the wall-clock split RL vs jump overhead."""
     by_arm_and_seed: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
     for run in runs:
         by_arm_and_seed.setdefault((run["arm"], run["seed"]), []).append(run)
@@ -136,7 +145,10 @@ def per_seed_table(runs: list[Mapping[str, Any]], curves: pd.DataFrame, plain: l
             "overhead_seconds": sum(benchmark_seconds(path) for r in records for path in r["overhead_benchmarks"]),
             "overhead_compute_seconds": compute,
         })  # fmt: skip
-    return step_table(curves, plain).merge(pd.DataFrame(rows), on=["arm", "seed"], validate="one_to_one")
+    measures = steps_saved_table(curves, plain).merge(
+        step_table(curves, plain), on=["arm", "seed"], validate="one_to_one"
+    )
+    return measures.merge(pd.DataFrame(rows), on=["arm", "seed"], validate="one_to_one")
 
 
 def heldout_table(runs: list[Mapping[str, Any]]) -> pd.DataFrame:
@@ -189,15 +201,24 @@ def arm_table(per_seed: pd.DataFrame, base_test_accuracy: float, plain: list[str
     docstring); ``plain`` lists the plain-RL arms (no verdict)."""
     rows = []
     for arm, group in per_seed.groupby("arm", sort=False):
+        saved = {}
+        for suffix in ("", "_fastest"):
+            for column in ("steps_saved", "speedup"):
+                mean, half = confidence_interval(group[f"{column}{suffix}"])
+                saved |= {f"{column}{suffix}_mean": mean, f"{column}{suffix}_ci95": half}
+            censored = group[f"censored{suffix}"]
+            saved[f"censored{suffix}"] = (f"{(censored == CENSORED_ABOVE).sum()} above, "
+                                          f"{(censored == CENSORED_BELOW).sum()} below")  # fmt: skip
         test_mean, test_half = confidence_interval(group["test_accuracy"])
         none_mean, none_half = confidence_interval(group["ratio_to_none"])
         fastest_mean, fastest_half = confidence_interval(group["ratio_to_fastest_plain"])
         gain = test_mean - base_test_accuracy
         rows.append({
-            "arm": arm, "seeds": len(group), "steps_to_target_mean": group["steps_to_target"].mean(),
+            "arm": arm, "seeds": len(group), "fastest_plain": group["fastest_plain"].iloc[0], **saved,
+            "steps_to_target_mean": group["steps_to_target"].mean(),
             "reached": int(group["steps_to_target"].notna().sum()),
             "ratio_to_none_mean": none_mean, "ratio_to_none_ci95": none_half,
-            "fastest_plain": group["fastest_plain"].iloc[0],
+            "target_fastest_plain": group["target_fastest_plain"].iloc[0],
             "ratio_to_fastest_plain_mean": fastest_mean, "ratio_to_fastest_plain_ci95": fastest_half,
             "final_val_accuracy_mean": group["final_val_accuracy"].mean(),
             "test_accuracy_mean": test_mean, "test_accuracy_ci95": test_half, "test_gain_over_base": gain,
@@ -209,20 +230,17 @@ def arm_table(per_seed: pd.DataFrame, base_test_accuracy: float, plain: list[str
             "overhead_compute_share_of_rl": group["overhead_compute_seconds"].sum() / group["rl_seconds"].sum(),
         })  # fmt: skip
     table = pd.DataFrame(rows)
-    fastest = (
-        table.set_index("arm").loc[table["fastest_plain"].iloc[0]] if table["fastest_plain"].notna().any() else None
-    )
-    faster = table["ratio_to_fastest_plain_mean"] + table["ratio_to_fastest_plain_ci95"] < 1
-    if fastest is not None:
-        no_worse = table["test_accuracy_mean"] >= fastest["test_accuracy_mean"] - fastest["test_accuracy_ci95"]
-        faster &= no_worse
+    fastest = table.set_index("arm").loc[table["fastest_plain"].iloc[0]]
+    faster = table["steps_saved_fastest_mean"] - table["steps_saved_fastest_ci95"] > 0
+    faster &= table["test_accuracy_mean"] >= fastest["test_accuracy_mean"] - fastest["test_accuracy_ci95"]
     table["acceleration"] = [None if arm in plain else bool(verdict) for arm, verdict in zip(table["arm"], faster)]
     return table
 
 
 ABLATION_METHODS = ("none", "next", "next_global", "next_local")
-ABLATION_COLUMNS = ("arm", "method", "training", "seeds", "steps_to_target_mean", "ratio_to_none_mean",
-                    "ratio_to_none_ci95", "test_accuracy_mean", "test_accuracy_ci95", "icer")  # fmt: skip
+ABLATION_COLUMNS = ("arm", "method", "training", "seeds", "steps_saved_mean", "steps_saved_ci95",
+                    "steps_to_target_mean", "ratio_to_none_mean", "ratio_to_none_ci95", "test_accuracy_mean",
+                    "test_accuracy_ci95", "icer")  # fmt: skip
 
 
 def ablation_table(table: pd.DataFrame, methods: Mapping[str, str], training: Mapping[str, str]) -> pd.DataFrame:

@@ -24,7 +24,8 @@ import pandas as pd
 
 from nextrl.jobs.artifacts import atomic_path
 
-COLUMNS = ("experiment", "advantage", "training", "arm", "seeds", "steps_to_target_mean", "ratio_to_none_mean",
+COLUMNS = ("experiment", "advantage", "training", "arm", "seeds", "steps_saved_mean", "steps_saved_ci95",
+           "steps_saved_fastest_mean", "steps_saved_fastest_ci95", "steps_to_target_mean", "ratio_to_none_mean",
            "ratio_to_none_ci95", "test_accuracy_mean", "test_accuracy_ci95", "icer")  # fmt: skip
 
 

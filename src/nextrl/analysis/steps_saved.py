@@ -1,0 +1,99 @@
+"""Steps saved: how many plain-RL steps an arm's validation accuracy is worth, on every seed.
+
+The paper's question (arXiv 2604.11446, §4: NExt reaches plain GRPO's accuracy with fewer RL steps), asked per seed
+against plain RL's own curve instead of against a target that half the seeds miss by construction:
+
+* envelope — plain RL's validation curve of one seed, made monotone: at step s, the best accuracy at or before s
+  (running maximum over its evaluations), linear between evaluations. Noise lifts a running maximum, so the envelope
+  is slightly optimistic for plain RL and the steps saved below slightly conservative; plain RL itself scores ≤ 0
+  against its own curve wherever it ends below its best evaluation (``none``'s own row is the reference point).
+* equivalent steps of an accuracy a — the first step at which the envelope reaches a (inverse linear interpolation).
+  Censored where the envelope cannot say: ``above`` when a exceeds everything plain RL reached (the value is then
+  plain RL's last step, a lower bound), ``below`` when a is under plain RL's first evaluation (the value is then its
+  first step, an upper bound).
+* per (arm, seed, plain reference): ``equivalent_steps`` of the arm's last evaluation, ``steps_saved`` = equivalent
+  steps − the RL steps the arm ran, ``speedup`` = equivalent steps / RL steps run (> 1: the arm is ahead).
+* references — ``none`` (plain RL at the jump arms' learning rate) and the fastest plain-RL arm (a higher learning
+  rate, say; :func:`fastest_plain`). A jump only
+  counts as an acceleration against the latter (docs/method.md, "The extrapolability probe").
+
+Pure functions over the summary's learning curves (:func:`nextrl.analysis.comparison.learning_curves`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+CENSORED_ABOVE, CENSORED_BELOW = "above", "below"
+
+
+def envelope(curve: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Steps and running-maximum accuracies of a plain-RL curve (columns step, accuracy; one point per step, the best
+    where a step was evaluated twice)."""
+    points = curve.groupby("step")["accuracy"].max().sort_index()
+    return points.index.to_numpy(dtype=float), np.maximum.accumulate(points.to_numpy(dtype=float))
+
+
+def equivalent_steps(accuracy: float, steps: np.ndarray, best: np.ndarray) -> tuple[float, str]:
+    """The first step at which the envelope (``steps``, ``best``: :func:`envelope`) reaches ``accuracy``, linearly
+    interpolated, and ``""`` — or the envelope's last step and ``"above"`` / first step and ``"below"`` (module
+    docstring)."""
+    if accuracy > best[-1]:
+        return float(steps[-1]), CENSORED_ABOVE
+    if accuracy < best[0]:
+        return float(steps[0]), CENSORED_BELOW
+    reached = int(np.argmax(best >= accuracy))
+    if reached == 0:
+        return float(steps[0]), ""
+    low, high = best[reached - 1], best[reached]
+    share = (accuracy - low) / (high - low)
+    return float(steps[reached - 1] + share * (steps[reached] - steps[reached - 1])), ""
+
+
+def saved_against(curves: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Per (arm, seed): the arm's last evaluation mapped through ``reference``'s envelope of the same seed —
+    ``equivalent_steps``, ``steps_saved``, ``speedup``, ``censored``; rows of seeds ``reference`` lacks are NaN."""
+    ordered = curves.sort_values(["step", "point"], kind="stable")
+    references = {seed: envelope(curve) for seed, curve in ordered[ordered["arm"] == reference].groupby("seed")}
+    rows = []
+    for (arm, seed), curve in ordered.groupby(["arm", "seed"], sort=False):
+        steps_run = float(curve["step"].iloc[-1])
+        if seed in references:
+            equivalent, censored = equivalent_steps(float(curve["accuracy"].iloc[-1]), *references[seed])
+        else:
+            equivalent, censored = math.nan, ""
+        speedup = equivalent / steps_run if steps_run else math.nan
+        rows.append({"arm": arm, "seed": seed, "steps_run": steps_run, "equivalent_steps": equivalent,
+                     "steps_saved": equivalent - steps_run, "speedup": speedup, "censored": censored})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def fastest_plain(curves: pd.DataFrame, plain: list[str]) -> str:
+    """The plain-RL arm that moves fastest along ``none``'s curve: the largest mean, over its evaluations after step 0
+    and over seeds, of equivalent steps on ``none``'s envelope of the same seed / steps run. Every evaluation counts,
+    not only the last: two arms that both end beyond ``none``'s best are both censored at its last step, and only
+    their way there tells them apart. ``none`` itself when it is the only plain arm; the first plain arm where there
+    is no ``none``."""
+    reference = "none" if "none" in plain else plain[0]
+    ordered = curves[curves["arm"].isin(plain) & (curves["step"] > 0)].sort_values(["step", "point"], kind="stable")
+    references = {seed: envelope(curve) for seed, curve in curves[curves["arm"] == reference].groupby("seed")}
+    speed = {
+        arm: np.mean([equivalent_steps(accuracy, *references[seed])[0] / step for seed, step, accuracy in
+                      zip(group["seed"], group["step"], group["accuracy"], strict=True) if seed in references])
+        for arm, group in ordered.groupby("arm", sort=False)
+    }  # fmt: skip
+    return max(speed, key=lambda arm: speed[arm]) if speed else reference
+
+
+def steps_saved_table(curves: pd.DataFrame, plain: list[str]) -> pd.DataFrame:
+    """Per (arm, seed): steps saved against ``none`` (columns ``equivalent_steps``, ``steps_saved``, ``speedup``,
+    ``censored``) and against the fastest plain arm (the same with ``_fastest``, and ``fastest_plain``)."""
+    reference = "none" if "none" in plain else plain[0]
+    fastest = fastest_plain(curves, plain)
+    same = saved_against(curves, reference)
+    against_fastest = saved_against(curves, fastest).drop(columns="steps_run")
+    table = same.merge(against_fastest, on=["arm", "seed"], suffixes=("", "_fastest"), validate="one_to_one")
+    return table.assign(fastest_plain=fastest)
