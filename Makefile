@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 # fail to load and transformers then fails to import its models. vLLM serves text models without them.
 VLLM_UNUSED := torchvision torchaudio torchcodec
 
-.PHONY: setup setup-test run test figures clean
+.PHONY: setup setup-test run test figures base clean
 
 $(BIN)/nextrl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,10 +35,14 @@ run: setup
 test: setup-test
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15
 
 figures: setup
 	$(BIN)/snakemake figures --cores 2 --forcerun summary --rerun-triggers mtime
+
+# Rebuild the shipped default base from its recipe and say whether it matches the shipped weights bit for bit.
+base: setup
+	$(BIN)/python -m nextrl.shipped_base rebuild default
 
 clean:
 	rm -rf results/*/ .snakemake

@@ -18,7 +18,7 @@ rule data:
 
 # An imported run brings its own base model (rules/import.smk): no rule may write over the user's directory.
 if not IMPORTING:
-    BASE_MODEL_KIND = "train" if config["model"]["source"] == "tiny" else "data"  # a local model is only copied
+    BASE_MODEL_KIND = "train" if config["model"]["source"] == "tiny" else "data"  # a shipped or local model is copied
 
     rule base_model:
         input:

@@ -160,7 +160,7 @@ def check_cross_keys(config: Mapping[str, Any]) -> None:
             raise ConfigError(
                 f"config key model.path: {path} does not exist or is not a model directory (no config.json)"
             )
-    else:
+    elif model["source"] == "tiny":
         for key in ("shape", "warm_start"):
             if key not in model:
                 raise ConfigError(f"config key model.{key}: required when model.source is 'tiny'")

@@ -16,7 +16,9 @@ validation accuracy (README, "Choosing the default regime"; ``bench/base_lottery
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -108,3 +110,28 @@ def warm_start(
         progress.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
     model.eval()
     return losses
+
+
+def build_tiny_base(config: Mapping[str, Any], train: pd.DataFrame, output: Path) -> dict[str, float]:
+    """The tiny model of ``config["model"]`` (``source: tiny``) built, warm-started on ``train`` on
+    ``config["runtime"]``'s device and saved to ``output`` as a HF model directory with ``warm_start.parquet`` (step,
+    loss); returns its parameter count and final warm-start loss."""
+    from nextrl.models import build_char_tokenizer, build_tiny_model, save_model
+    from nextrl.runtime import resolve_device
+
+    settings = config["model"]
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_model(tokenizer, settings["shape"], seed=settings["seed"])
+    model.to(resolve_device(config["runtime"]))
+    losses = warm_start(model, tokenizer, train, settings["warm_start"], seed=settings["seed"])
+    model.cpu()
+    if losses and not math.isfinite(losses[-1]):
+        raise ValueError(
+            f"model.warm_start: the warm-start loss became non-finite ({losses[-1]}); lower model.warm_start.lr"
+        )
+    save_model(model, tokenizer, output)
+    pd.DataFrame({"step": range(1, len(losses) + 1), "loss": losses}).to_parquet(
+        output / "warm_start.parquet", index=False
+    )
+    metrics = {"parameters": float(sum(p.numel() for p in model.parameters()))}
+    return metrics | ({"warm_start_loss": losses[-1]} if losses else {})

@@ -1,14 +1,14 @@
 """The base_model stage: the start model of every arm (round 0).
 
 ``model.source: tiny`` builds the embedded character tokenizer and tiny Qwen2 model and warm-starts it on the
-train split (:mod:`nextrl.warm_start`); ``model.source: local`` checks a local HF model directory and copies it
-(so the DAG owns an immutable ``base/``). Either way the output is a standard HF model directory, written
-atomically, with ``warm_start.parquet`` (step, loss) for the tiny model.
+train split (:mod:`nextrl.warm_start`); ``model.source: shipped`` copies a base that ships with nextrl after checking
+its digests (:mod:`nextrl.shipped_base`: the default's, identical on every machine); ``model.source: local`` checks a
+local HF model directory and copies it (so the DAG owns an immutable ``base/``). Either way the output is a standard
+HF model directory, written atomically, with ``warm_start.parquet`` (step, loss) for a tiny or shipped model.
 """
 
 from __future__ import annotations
 
-import math
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,34 +18,21 @@ import pandas as pd
 
 from nextrl.jobs.artifacts import atomic_path
 from nextrl.jobs.tracking import StageRecord
-from nextrl.models import build_char_tokenizer, build_tiny_model, check_model_dir, save_model
-from nextrl.runtime import resolve_device
-from nextrl.warm_start import warm_start
+from nextrl.models import check_model_dir
+from nextrl.shipped_base import WEIGHTS, copy_shipped_base
+from nextrl.warm_start import build_tiny_base
 
 
 def run(config: Mapping[str, Any], *, data: Path, output: Path) -> StageRecord:
     model_config = config["model"]
     with atomic_path(output) as staging:
+        if model_config["source"] == "shipped":
+            recorded = copy_shipped_base(model_config["name"], staging)
+            return StageRecord(params={"model": dict(model_config), "sha256": recorded["sha256"][WEIGHTS]})
         if model_config["source"] == "local":
             source = Path(model_config["path"])
             check_model_dir(source)
             shutil.copytree(source, staging)
             return StageRecord(params={"model": dict(model_config)})
-        tokenizer = build_char_tokenizer()
-        model = build_tiny_model(tokenizer, model_config["shape"], seed=model_config["seed"])
-        model.to(resolve_device(config["runtime"]))
-        train = pd.read_parquet(data / "train.parquet")
-        losses = warm_start(model, tokenizer, train, model_config["warm_start"], seed=model_config["seed"])
-        model.cpu()
-        if losses and not math.isfinite(losses[-1]):
-            raise ValueError(
-                f"model.warm_start: the warm-start loss became non-finite ({losses[-1]}); lower model.warm_start.lr"
-            )
-        save_model(model, tokenizer, staging)
-        pd.DataFrame({"step": range(1, len(losses) + 1), "loss": losses}).to_parquet(
-            staging / "warm_start.parquet", index=False
-        )
-    metrics = {"parameters": float(sum(p.numel() for p in model.parameters()))}
-    if losses:
-        metrics["warm_start_loss"] = losses[-1]
+        metrics = build_tiny_base(config, pd.read_parquet(data / "train.parquet"), staging)
     return StageRecord(metrics=metrics, params={"model": dict(model_config)})
