@@ -73,7 +73,8 @@ def test_arm_table_icer_and_the_acceleration_verdict():
     saved_against_fastest = {"none": [-5, -5, -5], "fast": [0, 0, 0], "jumpy": [4, 5, 6], "next": [-2, 10, 4]}
     per_seed = pd.DataFrame([
         {"arm": arm, "seed": seed, "fastest_plain": "fast", "steps_saved": saved + 5, "speedup": 1 + (saved + 5) / 20,
-         "censored": "above" if arm == "next" and seed == 1 else "", "steps_saved_fastest": saved,
+         "censored": "above" if arm == "next" and seed == 1 else "", "steps_saved_peak": saved + 6,
+         "steps_saved_peak_fastest": saved + 1, "steps_saved_fastest": saved,
          "speedup_fastest": 1 + saved / 20, "censored_fastest": "", "steps_to_target": 10.0,
          "target_fastest_plain": "fast", "ratio_to_none": 1.0, "ratio_to_fastest_plain": 1.0, "final_val_accuracy": 0.5,
          "test_accuracy": 0.6 if arm in ("fast", "jumpy") else 0.5, "rl_steps": 20, "rl_seconds": 1.0,
@@ -87,6 +88,7 @@ def test_arm_table_icer_and_the_acceleration_verdict():
     assert table.loc["jumpy", "steps_saved_fastest_mean"] == 5
     assert table.loc["jumpy", "steps_saved_fastest_ci95"] == pytest.approx(4.302652729911275 / math.sqrt(3))
     assert table.loc["jumpy", "steps_saved_mean"] == 10 and table.loc["jumpy", "speedup_mean"] == pytest.approx(1.5)
+    assert table.loc["jumpy", "steps_saved_peak_mean"] == 11
     assert table.loc["jumpy", "acceleration"] is True
     assert table.loc["next", "acceleration"] is False  # 4 ± 14.9: the interval reaches below 0
     assert table.loc["next", "censored"] == "1 above, 0 below"

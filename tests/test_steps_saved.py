@@ -92,3 +92,10 @@ def test_the_fastest_plain_arm_is_told_apart_by_its_way_there():
     # both end at 0.5, above none's best (censored at step 20); speeds: quick (20/10 + 20/20) / 2 = 1.5, none 1,
     # late (0/10 + 20/20) / 2 = 0.5
     assert fastest_plain(curves, ["none", "late", "quick"]) == "quick"
+
+
+def test_a_lead_that_fades_shows_in_the_peak_not_at_the_end():
+    curves = pd.concat([curve("none", 0, PLAIN), curve("jumped", 0, [0.2, 0.4, 0.45], [0, 20, 40])])
+    row = steps_saved_table(curves, ["none"]).set_index("arm").loc["jumped"]
+    # 0.4 at step 20 is plain RL's step 30 (10 ahead); 0.45 at step 40 is its step 35 (5 behind)
+    assert (row["steps_saved_peak"], row["steps_saved"]) == (pytest.approx(10), pytest.approx(-5))

@@ -203,7 +203,7 @@ def arm_table(per_seed: pd.DataFrame, base_test_accuracy: float, plain: list[str
     for arm, group in per_seed.groupby("arm", sort=False):
         saved = {}
         for suffix in ("", "_fastest"):
-            for column in ("steps_saved", "speedup"):
+            for column in ("steps_saved", "speedup", "steps_saved_peak"):
                 mean, half = confidence_interval(group[f"{column}{suffix}"])
                 saved |= {f"{column}{suffix}_mean": mean, f"{column}{suffix}_ci95": half}
             censored = group[f"censored{suffix}"]

@@ -217,7 +217,10 @@ def plot_steps(table: pd.DataFrame, path_stem: Path) -> None:
     plt = _pyplot()
     figure, (saved, clock) = plt.subplots(1, 2, figsize=(12, 0.45 * len(table) + 2))
     positions = range(len(table))
-    bars = (("steps_saved", "against none"), ("steps_saved_fastest", f"against {table['fastest_plain'].iloc[0]}"))
+    fastest = table["fastest_plain"].iloc[0]
+    bars = [("steps_saved", "against none")] + (
+        [("steps_saved_fastest", f"against {fastest}")] if fastest != "none" else []
+    )
     for offset, (column, label) in enumerate(bars):
         saved.barh([p + 0.4 * offset for p in positions], table[f"{column}_mean"], height=0.4,
                    xerr=table[f"{column}_ci95"].fillna(0), label=label, capsize=3)  # fmt: skip

@@ -12,7 +12,9 @@ against plain RL's own curve instead of against a target that half the seeds mis
   plain RL's last step, a lower bound), ``below`` when a is under plain RL's first evaluation (the value is then its
   first step, an upper bound).
 * per (arm, seed, plain reference): ``equivalent_steps`` of the arm's last evaluation, ``steps_saved`` = equivalent
-  steps − the RL steps the arm ran, ``speedup`` = equivalent steps / RL steps run (> 1: the arm is ahead).
+  steps − the RL steps the arm ran, ``speedup`` = equivalent steps / RL steps run (> 1: the arm is ahead);
+  ``steps_saved_peak``, the largest saving at any of its evaluations after step 0 (a jump's lead right after it,
+  which may fade by the end).
 * references — ``none`` (plain RL at the jump arms' learning rate) and the fastest plain-RL arm (a higher learning
   rate, say; :func:`fastest_plain`). A jump only
   counts as an acceleration against the latter (docs/method.md, "The extrapolability probe").
@@ -55,7 +57,8 @@ def equivalent_steps(accuracy: float, steps: np.ndarray, best: np.ndarray) -> tu
 
 def saved_against(curves: pd.DataFrame, reference: str) -> pd.DataFrame:
     """Per (arm, seed): the arm's last evaluation mapped through ``reference``'s envelope of the same seed —
-    ``equivalent_steps``, ``steps_saved``, ``speedup``, ``censored``; rows of seeds ``reference`` lacks are NaN."""
+    ``equivalent_steps``, ``steps_saved``, ``speedup``, ``censored`` — and ``steps_saved_peak`` over all its
+    evaluations after step 0; rows of seeds ``reference`` lacks are NaN."""
     ordered = curves.sort_values(["step", "point"], kind="stable")
     references = {seed: envelope(curve) for seed, curve in ordered[ordered["arm"] == reference].groupby("seed")}
     rows = []
@@ -63,11 +66,15 @@ def saved_against(curves: pd.DataFrame, reference: str) -> pd.DataFrame:
         steps_run = float(curve["step"].iloc[-1])
         if seed in references:
             equivalent, censored = equivalent_steps(float(curve["accuracy"].iloc[-1]), *references[seed])
+            later = curve[curve["step"] > 0]
+            peak = max(equivalent_steps(accuracy, *references[seed])[0] - step
+                       for step, accuracy in zip(later["step"], later["accuracy"], strict=True))  # fmt: skip
         else:
-            equivalent, censored = math.nan, ""
+            equivalent, censored, peak = math.nan, "", math.nan
         speedup = equivalent / steps_run if steps_run else math.nan
         rows.append({"arm": arm, "seed": seed, "steps_run": steps_run, "equivalent_steps": equivalent,
-                     "steps_saved": equivalent - steps_run, "speedup": speedup, "censored": censored})  # fmt: skip
+                     "steps_saved": equivalent - steps_run, "speedup": speedup, "censored": censored,
+                     "steps_saved_peak": peak})  # fmt: skip
     return pd.DataFrame(rows)
 
 
