@@ -37,7 +37,15 @@ from nextrl.models import load_tokenizer
 from nextrl.rl.training import attach_lora, grpo_step
 from nextrl.rollouts.accuracy import evaluate_split
 from nextrl.rollouts.generation import HFGenerateBackend
-from nextrl.rollouts.vllm_engine import VLLMBackend, engine_options, lora_slot, vllm_api, vllm_installed
+from nextrl.rollouts.vllm_engine import (
+    VLLMBackend,
+    engine_options,
+    lora_slot,
+    score_candidates,
+    token_prompts,
+    vllm_api,
+    vllm_installed,
+)
 from nextrl.runtime import resolve_device, training_model
 from nextrl.tasks import make_scorer
 
@@ -124,13 +132,11 @@ def main() -> None:
             for batch, prompts, samples in (("RL step", step_prompts, args.group), ("eval items", eval_prompts, 1)):
                 params = api.SamplingParams(n=samples, temperature=1.0, max_tokens=rl["max_new_tokens"])
                 began = time.perf_counter()
-                outputs = engine.generate([{"prompt_token_ids": tokenizer(p, add_special_tokens=False)["input_ids"]}
-                                           for p in prompts], params, lora_request=request, use_tqdm=False)  # fmt: skip
+                outputs = engine.generate(token_prompts(tokenizer, prompts), params, lora_request=request,
+                                          use_tqdm=False)  # fmt: skip
                 count = sum(len(sample.token_ids) for output in outputs for sample in output.outputs)
                 tokens.append({"engine": "vllm", "model": name, "batch": batch,
                                "tokens_per_s": count / (time.perf_counter() - began)})  # fmt: skip
-        from nextrl.rollouts.vllm_engine import score_candidates
-
         began = time.perf_counter()
         texts = score_candidates(api, engine, tokenizer, {"bench": adapter}, eval_prompts,
                                  evaluation["max_new_tokens"], lora_slot(lora["r"]))["bench"]  # fmt: skip

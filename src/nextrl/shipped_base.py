@@ -60,12 +60,13 @@ def manifest(directory: Path) -> dict[str, Any]:
 
 def verify(directory: Path) -> dict[str, Any]:
     """The manifest of the shipped base in ``directory``, after checking every file against its digest."""
-    recorded, found = manifest(directory)["sha256"], file_digests(directory)
+    record = manifest(directory)
+    recorded, found = record["sha256"], file_digests(directory)
     for name in sorted(set(recorded) | set(found)):
         if recorded.get(name) != found.get(name):
             state = "missing" if name not in found else "not recorded" if name not in recorded else "changed"
             raise ShippedBaseError(f"model.name: the shipped base's file {directory / name} is {state}")
-    return manifest(directory)
+    return record
 
 
 def copy_shipped_base(name: str, output: Path) -> dict[str, Any]:
@@ -105,15 +106,14 @@ def rebuild(name: str, workdir: Path) -> dict[str, Any]:
     bit-identical, the largest absolute weight difference and both validation accuracies."""
     from safetensors.torch import load_file
 
-    from nextrl.tasks import build_splits
+    from nextrl.tasks import build_splits, write_splits
     from nextrl.warm_start import build_tiny_base
 
     shipped = shipped_base_dir(name)
     recorded = verify(shipped)
     config = recorded["recipe"]
     (workdir / "data").mkdir()
-    for split, frame in build_splits(config["task"]).items():
-        frame.to_parquet(workdir / "data" / f"{split}.parquet", index=False)
+    write_splits(build_splits(config["task"]), workdir / "data")
     (workdir / "base").mkdir()
     build_tiny_base(config, pd.read_parquet(workdir / "data" / "train.parquet"), workdir / "base")
     ours, theirs = load_file(shipped / WEIGHTS), load_file(workdir / "base" / WEIGHTS)

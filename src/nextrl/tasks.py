@@ -57,6 +57,12 @@ def build_splits(task: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     return splits
 
 
+def write_splits(splits: Mapping[str, pd.DataFrame], directory: Path) -> None:
+    """``<split>.parquet`` in ``directory`` (which must exist) for every split: the data stage's artifact layout."""
+    for name, frame in splits.items():
+        frame.to_parquet(directory / f"{name}.parquet", index=False)
+
+
 def check_task_params(dataset: str, params: Mapping[str, Any]) -> None:
     """Refuse ``task.params`` the reasoning-gym dataset's config dataclass would not take, naming the key.
 

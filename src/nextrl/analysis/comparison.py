@@ -43,7 +43,7 @@ from typing import Any
 
 import pandas as pd
 
-from nextrl.analysis.steps_saved import CENSORED_ABOVE, CENSORED_BELOW, steps_saved_table
+from nextrl.analysis.steps_saved import CENSORED_ABOVE, CENSORED_BELOW, in_evaluation_order, steps_saved_table
 from nextrl.experiment import round_start_step
 
 RUN_FIELDS = (
@@ -91,7 +91,7 @@ def steps_to_target(curve: pd.DataFrame, target: float) -> float:
 def step_table(curves: pd.DataFrame, plain: list[str]) -> pd.DataFrame:
     """Per (arm, seed): target, steps_to_target, final validation accuracy (mean of the last WINDOW evaluations),
     ratio_to_none and ratio_to_fastest_plain (module docstring); ``plain`` lists the plain-RL arms."""
-    ordered = curves.sort_values(["step", "point"], kind="stable")
+    ordered = in_evaluation_order(curves)
     finals = ordered.groupby(["arm", "seed"], sort=False)["accuracy"].apply(lambda a: a.tail(WINDOW).mean())
     reference = "none" if "none" in plain else finals.index.get_level_values("arm")[0]
     target = float(finals.loc[reference].mean())

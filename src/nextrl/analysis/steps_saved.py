@@ -1,7 +1,8 @@
 """Steps saved: how many plain-RL steps an arm's validation accuracy is worth, on every seed.
 
-The paper's question (arXiv 2604.11446, §4: NExt reaches plain GRPO's accuracy with fewer RL steps), asked per seed
-against plain RL's own curve instead of against a target that half the seeds miss by construction:
+The paper's question (arXiv 2604.11446: 250 RL steps with a jump match 400 of plain GRPO, i.e. how many RL steps does
+a jump save?), asked per seed against plain RL's own curve instead of against a target that half the seeds miss by
+construction:
 
 * envelope — plain RL's validation curve of one seed, made monotone: at step s, the best accuracy at or before s
   (running maximum over its evaluations), linear between evaluations. Noise lifts a running maximum, so the envelope
@@ -55,26 +56,36 @@ def equivalent_steps(accuracy: float, steps: np.ndarray, best: np.ndarray) -> tu
     return float(steps[reached - 1] + share * (steps[reached] - steps[reached - 1])), ""
 
 
+def in_evaluation_order(curves: pd.DataFrame) -> pd.DataFrame:
+    """Learning curves sorted by step; at a jump's step the round's end (``snapshot``) before the next round's start."""
+    return curves.sort_values(["step", "point"], kind="stable")
+
+
+def mapped_evaluations(curves: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Every evaluation of every arm, in evaluation order, with ``equivalent`` steps and ``censored`` on
+    ``reference``'s envelope of the same seed (NaN and ``""`` on seeds ``reference`` lacks)."""
+    ordered = in_evaluation_order(curves)
+    envelopes = {seed: envelope(curve) for seed, curve in ordered[ordered["arm"] == reference].groupby("seed")}
+    mapped = [
+        equivalent_steps(accuracy, *envelopes[seed]) if seed in envelopes else (math.nan, "")
+        for seed, accuracy in zip(ordered["seed"], ordered["accuracy"], strict=True)
+    ]
+    return ordered.assign(equivalent=[steps for steps, _ in mapped], censored=[flag for _, flag in mapped])
+
+
 def saved_against(curves: pd.DataFrame, reference: str) -> pd.DataFrame:
     """Per (arm, seed): the arm's last evaluation mapped through ``reference``'s envelope of the same seed —
     ``equivalent_steps``, ``steps_saved``, ``speedup``, ``censored`` — and ``steps_saved_peak`` over all its
     evaluations after step 0; rows of seeds ``reference`` lacks are NaN."""
-    ordered = curves.sort_values(["step", "point"], kind="stable")
-    references = {seed: envelope(curve) for seed, curve in ordered[ordered["arm"] == reference].groupby("seed")}
     rows = []
-    for (arm, seed), curve in ordered.groupby(["arm", "seed"], sort=False):
-        steps_run = float(curve["step"].iloc[-1])
-        if seed in references:
-            equivalent, censored = equivalent_steps(float(curve["accuracy"].iloc[-1]), *references[seed])
-            later = curve[curve["step"] > 0]
-            peak = max(equivalent_steps(accuracy, *references[seed])[0] - step
-                       for step, accuracy in zip(later["step"], later["accuracy"], strict=True))  # fmt: skip
-        else:
-            equivalent, censored, peak = math.nan, "", math.nan
+    for (arm, seed), curve in mapped_evaluations(curves, reference).groupby(["arm", "seed"], sort=False):
+        last, later = curve.iloc[-1], curve[curve["step"] > 0]
+        steps_run, equivalent = float(last["step"]), float(last["equivalent"])
         speedup = equivalent / steps_run if steps_run else math.nan
         rows.append({"arm": arm, "seed": seed, "steps_run": steps_run, "equivalent_steps": equivalent,
-                     "steps_saved": equivalent - steps_run, "speedup": speedup, "censored": censored,
-                     "steps_saved_peak": peak})  # fmt: skip
+                     "steps_saved": equivalent - steps_run, "speedup": speedup,
+                     "censored": last["censored"],
+                     "steps_saved_peak": float((later["equivalent"] - later["step"]).max())})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -85,14 +96,10 @@ def fastest_plain(curves: pd.DataFrame, plain: list[str]) -> str:
     their way there tells them apart. ``none`` itself when it is the only plain arm; the first plain arm where there
     is no ``none``."""
     reference = "none" if "none" in plain else plain[0]
-    ordered = curves[curves["arm"].isin(plain) & (curves["step"] > 0)].sort_values(["step", "point"], kind="stable")
-    references = {seed: envelope(curve) for seed, curve in curves[curves["arm"] == reference].groupby("seed")}
-    speed = {
-        arm: np.mean([equivalent_steps(accuracy, *references[seed])[0] / step for seed, step, accuracy in
-                      zip(group["seed"], group["step"], group["accuracy"], strict=True) if seed in references])
-        for arm, group in ordered.groupby("arm", sort=False)
-    }  # fmt: skip
-    return max(speed, key=lambda arm: speed[arm]) if speed else reference
+    mapped = mapped_evaluations(curves[curves["arm"].isin(plain)], reference)
+    later = mapped[mapped["step"] > 0]
+    speed = (later["equivalent"] / later["step"]).groupby(later["arm"], sort=False).mean()
+    return str(speed.idxmax()) if speed.notna().any() else reference
 
 
 def steps_saved_table(curves: pd.DataFrame, plain: list[str]) -> pd.DataFrame:

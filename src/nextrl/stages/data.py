@@ -8,7 +8,7 @@ from typing import Any
 
 from nextrl.jobs.artifacts import atomic_path
 from nextrl.jobs.tracking import StageRecord
-from nextrl.tasks import build_splits
+from nextrl.tasks import build_splits, write_splits
 
 
 def run(config: Mapping[str, Any], *, output: Path) -> StageRecord:
@@ -16,8 +16,7 @@ def run(config: Mapping[str, Any], *, output: Path) -> StageRecord:
     splits = build_splits(config["task"])
     with atomic_path(output) as staging:
         staging.mkdir()
-        for name, frame in splits.items():
-            frame.to_parquet(staging / f"{name}.parquet", index=False)
+        write_splits(splits, staging)
     metrics = {f"{name}_items": float(len(frame)) for name, frame in splits.items()}
     metrics |= {f"{name}_max_standard_error": 0.5 / len(frame) ** 0.5 for name, frame in splits.items()}
     return StageRecord(metrics=metrics, params={"task": dict(config["task"])})
