@@ -211,9 +211,10 @@ def plot_probe(probe: pd.DataFrame, path_stem: Path) -> None:
 
 def plot_steps(table: pd.DataFrame, path_stem: Path) -> None:
     """Left: RL steps saved at the end against plain RL's curve of the same seed (:mod:`nextrl.analysis.steps_saved`),
-    against ``none`` and against the fastest plain-RL arm, mean ± 95 % interval over seeds; seeds censored (ending
-    beyond all plain RL reached, or below its start) are counted in words. Right: the wall-clock split per arm — RL
-    chunk jobs vs jump jobs (fit, extrapolate, select, trajectory), seconds per seed."""
+    against ``none`` and against the fastest plain-RL arm (one bar where that is ``none``), mean ± 95 % interval over
+    seeds; seeds censored (ending beyond all plain RL reached, or below its start) are counted under the arm's name.
+    Right: the wall-clock split per arm — RL chunk jobs vs jump jobs (fit, extrapolate, select, trajectory), seconds
+    per seed."""
     plt = _pyplot()
     figure, (saved, clock) = plt.subplots(1, 2, figsize=(12, 0.45 * len(table) + 2))
     positions = range(len(table))
@@ -225,12 +226,11 @@ def plot_steps(table: pd.DataFrame, path_stem: Path) -> None:
         saved.barh([p + 0.4 * offset for p in positions], table[f"{column}_mean"], height=0.4,
                    xerr=table[f"{column}_ci95"].fillna(0), label=label, capsize=3)  # fmt: skip
     saved.axvline(0, color="black", linewidth=1)
-    for position, censored in zip(positions, table["censored"], strict=True):
-        if censored != "0 above, 0 below":
-            saved.text(0.01, position + 0.2, f"censored: {censored}", va="center", fontsize="small",
-                       transform=saved.get_yaxis_transform())  # fmt: skip
-    saved.set_yticks([p + 0.2 for p in positions], table["arm"])
-    saved.set_ylim(len(table) - 0.3, -0.3)  # top to bottom
+    middle = 0.2 * (len(bars) - 1)  # the bars' centre: one bar, or two side by side
+    labels = [arm if censored == "0 above, 0 below" else f"{arm}\ncensored: {censored}"
+              for arm, censored in zip(table["arm"], table["censored"], strict=True)]  # fmt: skip
+    saved.set_yticks([p + middle for p in positions], labels)
+    saved.set_ylim(len(table) - 0.5 + middle, middle - 0.5)  # top to bottom
     saved.set_xlabel("RL steps saved at the end (> 0: ahead of plain RL)")
     saved.legend(fontsize="small")
     saved.grid(alpha=0.3, axis="x")
