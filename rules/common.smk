@@ -30,7 +30,7 @@ FIGURES_DIR = f"{RESULTS}/figures"
 # Keys that only shape the DAG or the jobs' resources stay out of the stages' config, so changing them re-runs nothing
 # old; an arm's stages get its variant's settings in place (nextrl.experiment.arm_config), so a variant never touches
 # another arm's jobs.
-DAG_KEYS = ("seeds", "arms", "rounds", "variants", "heldout", "resources")
+DAG_KEYS = ("seeds", "arms", "rounds", "variants", "heldout", "probe", "resources")
 
 
 def stage_config(arm):

@@ -1,9 +1,10 @@
 # The extrapolability probe: accuracy along a round's own ray W_start + k·(W_T − W_start).
 
 
-# The rounds that get a probe: every LoRA round of a plain arm, and a jump arm's rounds after the first (its round 0
-# is `none`'s chunk, probed there); full-parameter rounds have no LoRA factors to ray. An imported run is probed once,
-# in its first arm, when it is evaluated (config `import.evaluate`).
+# The rounds that get a probe (config `probe`): every LoRA round of a plain arm, and a jump arm's rounds after the first
+# (its round 0 is `none`'s chunk, probed there), the last round only with `every_round`; full-parameter rounds have no
+# LoRA factors to ray. An imported run is probed once, in its first arm, when it is evaluated (`import.evaluate`).
+PROBED_ROUNDS = {"every_round": config["rounds"], "all_but_last": LAST_ROUND, "off": 0}[config["probe"]]
 PROBED = {
     (arm, r)
     for arm in config["arms"]
@@ -11,7 +12,7 @@ PROBED = {
     if (
         config["import"]["evaluate"] and arm == JUMP_ARMS[0]
         if IMPORTING
-        else (r > 0 or not jumps(arm)) and not full_mode(arm)
+        else r < PROBED_ROUNDS and (r > 0 or not jumps(arm)) and not full_mode(arm)
     )
 }
 

@@ -352,6 +352,25 @@ def test_a_fresh_variant_restarts_its_adapter_after_the_jump(tmp_path: Path):
     assert "share_first_round" in planned  # the variant's round 0 is none's chunk
 
 
+@pytest.mark.parametrize(
+    ("probe", "probed"),
+    [
+        ("every_round", {"none/seed0/round0", "none/seed0/round1", "next/seed0/round1"}),
+        ("all_but_last", {"none/seed0/round0"}),  # round 0 of `next` is none's chunk, probed there
+        ("off", set()),
+    ],
+)
+def test_the_probe_key_chooses_the_probed_rounds(tmp_path: Path, probe: str, probed: set[str]):
+    directory = workdir(tmp_path)
+    config = yaml.safe_load((directory / "config" / "test.yaml").read_text())
+    config.update(arms=["none", "next"], seeds=[0], probe=probe)
+    (directory / "config" / "test.yaml").write_text(yaml.safe_dump(config))
+    planned = snakemake(directory, "-n", "--cores", "1").stdout
+    outputs = {line.split("results/test/")[1].removesuffix("/probe.parquet") for line in planned.splitlines()
+               if line.strip().startswith("output:") and line.strip().endswith("probe.parquet")}  # fmt: skip
+    assert outputs == probed
+
+
 def test_no_command_line_grows_with_the_experiment(tmp_path: Path):
     """The summary's manifest travels in a file: planning config/compare.yaml at 8 rounds (a 285 KB manifest, over
     Linux's 128 KiB limit for one argument) prints no command over 10 KB."""

@@ -22,7 +22,9 @@ behaviour and is kept.
 
 Training. L1 loss summed over every entry of the group's outputs, divided by the number of checkpoints (distinct
 training steps); full batch, one AdamW step per epoch (``lr``, ``weight_decay``), learning rate cosine-annealed to
-``lr_min`` over ``epochs`` (paper: 2e-5 → 2e-6, weight decay 0.01, 1000 epochs).
+``lr_min`` over ``epochs`` (paper: 2e-5 → 2e-6, weight decay 0.01, 1000 epochs). AdamW is torch's fused kernel: the
+same update rule as the default one, a third faster on the CPU for these networks (the fit is a third of a jump's
+cost on the tiny default), equal to it up to float rounding.
 
 Prediction (§3 step 5). The last snapshot's (G_T, L_T) triplets go in; û and v̂ are renormalised to unit length and
 σ̂ is used raw, not clamped: a negative σ̂ predicts the reversed direction and is stored as (−û, |σ̂|, v̂). The
@@ -244,7 +246,9 @@ class Next:
         """Full-batch AdamW with cosine annealing; returns the network and (epoch, loss, lr) per epoch."""
         options = self.options
         network = seeded_network(name, target.shape[1], options.hidden, self.branches, self.seed).to(device)
-        optimizer = torch.optim.AdamW(network.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+        optimizer = torch.optim.AdamW(
+            network.parameters(), lr=options.lr, weight_decay=options.weight_decay, fused=True
+        )
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=options.epochs, eta_min=options.lr_min)
         history = []
         for epoch in range(options.epochs):
