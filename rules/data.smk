@@ -1,4 +1,12 @@
+# A chat task renders its prompts with the base model's chat template; only the tiny model's warm start reads the
+# splits, so the two never depend on each other (a chat task needs a chat model: config check).
+CHAT = config["task"]["chat"]
+WARM_STARTED = config["model"]["source"] == "tiny"
+
+
 rule data:
+    input:
+        tokenizer=BASE if CHAT else [],
     output:
         directory(DATA),
     params:
@@ -13,7 +21,7 @@ rule data:
     conda:
         "../envs/cpu.yaml"
     shell:
-        call("data", "--output {output}", per_run=False)
+        call("data", "--tokenizer={input.tokenizer} --output {output}", per_run=False)
 
 
 # An imported run brings its own base model (rules/import.smk): no rule may write over the user's directory.
@@ -22,7 +30,7 @@ if not IMPORTING:
 
     rule base_model:
         input:
-            DATA,
+            data=DATA if WARM_STARTED else [],
         output:
             directory(BASE),
         params:
@@ -37,4 +45,4 @@ if not IMPORTING:
         conda:
             "../envs/cpu.yaml"
         shell:
-            call("base_model", "--data {input} --output {output}", per_run=False)
+            call("base_model", "--data={input.data} --output {output}", per_run=False)

@@ -17,6 +17,7 @@ from nextrl.shipped_base import (
     MANIFEST,
     WEIGHTS,
     ShippedBaseError,
+    recipe,
     shipped_base_dir,
     validation_accuracy,
     verify,
@@ -30,7 +31,7 @@ def default_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from nextrl.stages import data
 
     output = tmp_path_factory.mktemp("shipped") / "data"
-    data.run(verify(shipped_base_dir("default"))["recipe"], output=output)
+    data.run(recipe(verify(shipped_base_dir("default"))), output=output)
     return output
 
 
@@ -42,7 +43,7 @@ def test_the_default_base_has_the_checksum_and_validation_accuracy_the_readme_st
     assert stated.group(1) == recorded["sha256"][WEIGHTS]
     assert float(stated.group(2)) == pytest.approx(recorded["validation_accuracy"], abs=5e-4)
     items = len(pd.read_parquet(default_data / "validation.parquet"))
-    measured = validation_accuracy(shipped_base_dir("default"), default_data, recorded["recipe"])
+    measured = validation_accuracy(shipped_base_dir("default"), default_data, recipe(recorded))
     # greedy decoding of identical weights: at most an argmax tie apart on another CPU's rounding
     assert measured == pytest.approx(recorded["validation_accuracy"], abs=2 / items)
 

@@ -31,8 +31,8 @@ def optional_path(value: str) -> Path | None:
 
 # Per stage: its options (dest → type); every stage also takes --output, --experiment-dir and the config.
 STAGES: dict[str, dict[str, Callable[[str], Any]]] = {
-    "data": {},
-    "base_model": {"data": Path},
+    "data": {"tokenizer": optional_path},
+    "base_model": {"data": optional_path},
     "rl_chunk": {"start_model": Path, "resume": optional_path, "jump_selection": optional_path, "data": Path},
     "trajectory": {
         "snapshots": Path,

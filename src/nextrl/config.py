@@ -160,10 +160,23 @@ def check_cross_keys(config: Mapping[str, Any]) -> None:
             raise ConfigError(
                 f"config key model.path: {path} does not exist or is not a model directory (no config.json)"
             )
+    elif model["source"] == "gguf":
+        if bool(model.get("path")) == bool(model.get("package")):
+            raise ConfigError(
+                "config key model.path / model.package: source gguf takes one of them (a .gguf file, or an installed "
+                "package that ships one)"
+            )
+        if model.get("path") and not Path(model["path"]).is_file():
+            raise ConfigError(f"config key model.path: {model['path']} does not exist or is not a file")
     elif model["source"] == "tiny":
         for key in ("shape", "warm_start"):
             if key not in model:
                 raise ConfigError(f"config key model.{key}: required when model.source is 'tiny'")
+    if config["task"]["chat"] and model["source"] in ("tiny", "shipped"):
+        raise ConfigError(
+            f"config key task.chat: the {model['source']} model has a character tokenizer without a chat template; "
+            "a chat task needs a chat model (model.source gguf or local)"
+        )
     _check_task(config["task"])
 
 

@@ -77,6 +77,14 @@ def copy_shipped_base(name: str, output: Path) -> dict[str, Any]:
     return recorded
 
 
+def recipe(recorded: Mapping[str, Any]) -> dict[str, Any]:
+    """The config that built a shipped base (its manifest's ``recipe``), validated again: keys the schema gained since
+    take their defaults, which leave the warm start and the scoring as they were."""
+    from nextrl.config import validate_config
+
+    return validate_config(json.loads(json.dumps(recorded["recipe"])))
+
+
 def validation_accuracy(model_dir: Path, data: Path, config: Mapping[str, Any]) -> float:
     """Greedy accuracy of ``model_dir`` on the validation split in ``data`` (``config``'s task and eval settings)."""
     from nextrl.models import load_model, load_tokenizer
@@ -111,7 +119,7 @@ def rebuild(name: str, workdir: Path) -> dict[str, Any]:
 
     shipped = shipped_base_dir(name)
     recorded = verify(shipped)
-    config = recorded["recipe"]
+    config = recipe(recorded)
     (workdir / "data").mkdir()
     write_splits(build_splits(config["task"]), workdir / "data")
     (workdir / "base").mkdir()

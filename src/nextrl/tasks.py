@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ SPLITS = ("train", "selection", "validation", "test")
 """selection chooses α (the only split select reads); validation draws the curves and steps-to-target; test is
 touched once per final model. Built in this order, each de-duplicated against the ones before it."""
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_NUMBER = re.compile(r"[-−]?\d[\d,]*(?:\.\d+)?")
 
 Scorer = Callable[[str, str], float]
 """(completion text, entry JSON) → reward in [0, 1]."""
@@ -114,10 +115,31 @@ def check_disjoint(splits: Mapping[str, pd.DataFrame], where: str) -> None:
                 )
 
 
-def extract_answer(completion: str) -> str:
-    """The answer inside ``<answer>…</answer>`` if present, else the whole completion, stripped."""
+def extract_answer(completion: str, extraction: str = "completion") -> str:
+    """The answer inside ``<answer>…</answer>`` if present, else the whole completion (``completion``) or its last
+    number (``last_number``: a chat model that writes "7 + 7 = 14" or "The sum is 14." answers 14; thousands commas
+    and a Unicode minus are normalised, a completion without a number is kept whole), stripped."""
     tagged = _ANSWER_TAG.search(completion)
-    return (tagged.group(1) if tagged else completion).strip()
+    if tagged:
+        return tagged.group(1).strip()
+    numbers = _NUMBER.findall(completion) if extraction == "last_number" else []
+    if numbers:
+        return numbers[-1].replace(",", "").replace("−", "-")
+    return completion.strip()
+
+
+def render_chat(prompts: Sequence[str], tokenizer: Any, system_prompt: str | None) -> list[str]:
+    """Each prompt as the user's message through ``tokenizer``'s chat template, with the generation prompt (the
+    text a chat model continues); ``system_prompt`` None leaves the system message to the template."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise TaskError("task.chat: the base model's tokenizer has no chat template (use a chat model's base)")
+    system = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
+    return [
+        tokenizer.apply_chat_template(
+            [*system, {"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+        )
+        for prompt in prompts
+    ]
 
 
 def make_scorer(task: Mapping[str, Any]) -> Scorer:
@@ -130,8 +152,10 @@ def make_scorer(task: Mapping[str, Any]) -> Scorer:
         except Exception as error:  # reasoning-gym raises several types for an unknown name
             raise TaskError(f"task.dataset: unknown reasoning-gym dataset {task['dataset']!r}") from error
 
+        extraction = task["answer_extraction"]
+
         def score_reasoning_gym(completion: str, entry: str) -> float:
-            return float(score_answer(extract_answer(completion), json.loads(entry)))
+            return float(score_answer(extract_answer(completion, extraction), json.loads(entry)))
 
         return score_reasoning_gym
 
