@@ -158,6 +158,11 @@ def test_the_config_takes_a_path_or_a_package_and_a_chat_task_needs_a_chat_model
     absent = {**test_config, "model": {"source": "gguf", "path": str(tmp_path / "x.gguf")}}
     with pytest.raises(ConfigError, match=r"config key model.path: .*x.gguf does not exist"):
         validate_config(absent)
+    last_number_on_a_file = {**test_config, "task": {"source": "local_file", "path": str(tmp_path / "t.jsonl"),
+                             "fractions": {"selection": 0.1, "validation": 0.1, "test": 0.1},
+                             "prompt_template": "{question}", "answer_extraction": "last_number"}}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"config key task.answer_extraction: applies to reasoning_gym tasks"):
+        validate_config(last_number_on_a_file)
     chat_on_tiny = {**test_config, "task": {**test_config["task"], "chat": True}}
     with pytest.raises(ConfigError, match=r"config key task.chat: the tiny model has a character tokenizer"):
         validate_config(chat_on_tiny)

@@ -213,6 +213,11 @@ def _check_task(task: Mapping[str, Any]) -> None:
         except TaskError as error:
             raise ConfigError(f"config key {error}") from None
     else:
+        if task["answer_extraction"] != "completion":
+            raise ConfigError(
+                "config key task.answer_extraction: applies to reasoning_gym tasks; a local_file task is scored by "
+                "math-verify, which parses the whole completion"
+            )
         if not Path(task["path"]).is_file():
             raise ConfigError(f"config key task.path: task file {task['path']} does not exist")
         if sum(task["fractions"].values()) >= 1:
