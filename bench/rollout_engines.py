@@ -84,6 +84,8 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--eval-items", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    parser.add_argument("--engines", nargs="+", default=["hf", "vllm"], choices=["hf", "vllm"])
     parser.add_argument("--out", type=Path, default=Path("bench/out"))
     args = parser.parse_args()
 
@@ -100,7 +102,8 @@ def main() -> None:
     items = pd.read_parquet(args.data / "validation.parquet").head(args.eval_items)
     step_prompts = train["prompt"].head(args.prompts).tolist()
     eval_prompts = items["prompt"].tolist()
-    engines = ["hf", "vllm"] if vllm_installed() else ["hf"]
+    engines = [engine for engine in args.engines if engine == "hf" or vllm_installed()]
+    torch.set_num_threads(args.threads)
     scratch = Path(tempfile.mkdtemp(prefix="rollout_engines."))
     adapter = random_adapter(args.model, runtime, lora, scratch / "adapter")
 

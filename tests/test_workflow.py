@@ -223,22 +223,25 @@ def test_mlflow_groups_stages_seeds_and_rounds(finished_run: Path):
 
 
 def test_killed_rl_job_leaves_nothing_partial_and_rerun_matches(finished_run: Path, tmp_path: Path):
+    """Plain RL's two rounds and their test evaluation (one target of config/test.yaml's DAG), killed mid-way through
+    round 1 and run again."""
     directory = workdir(tmp_path)
-    command = [*SNAKEMAKE, "--directory", str(directory), "--configfile", "config/test.yaml", "--cores", "1"]
+    target = "results/test/none/seed0/round1/test.parquet"
+    command = [*SNAKEMAKE, "--directory", str(directory), "--configfile", "config/test.yaml", "--cores", "1", target]
     process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True, cwd=directory)  # fmt: skip
-    target = directory / "results" / "test" / "none" / "seed0" / "round1"
+    round1 = directory / "results" / "test" / "none" / "seed0" / "round1"
     deadline = time.time() + 600
-    while time.time() < deadline and not any(target.glob(".rl.*.tmp/rl/snapshots/step_6")):
+    while time.time() < deadline and not any(round1.glob(".rl.*.tmp/rl/snapshots/step_6")):
         time.sleep(0.05)
-    assert any(target.glob(".rl.*.tmp")), "the round-1 RL chunk never started"
+    assert any(round1.glob(".rl.*.tmp")), "the round-1 RL chunk never started"
     os.killpg(process.pid, signal.SIGKILL)  # kill Snakemake and the running chunk mid-way
     process.wait()
-    assert not (target / "rl").exists()  # the partial chunk is invisible at the final path
+    assert not (round1 / "rl").exists()  # the partial chunk is invisible at the final path
     snakemake(directory, "--unlock")  # a SIGKILLed Snakemake leaves its lock behind
-    snakemake(directory, "--cores", "2")
-    assert not list((directory / "results").rglob(".*.tmp"))
-    assert_same_outputs(directory / "results" / "test", finished_run)
+    snakemake(directory, "--cores", "2", target)
+    assert (directory / target).is_file() and not list((directory / "results").rglob(".*.tmp"))
+    assert_same_outputs(directory / "results" / "test", finished_run, part=True)
 
 
 def test_lint_is_clean(tmp_path: Path):
