@@ -13,6 +13,10 @@ from nextrl.experiment import arm_config, arm_method, plain_arms
         (lambda c: c["jump"].update(alphas=[]), r"jump.alphas"),
         (lambda c: c["jump"].update(horizon=3, triplets=1) or c["rl"].update(snapshot_every=2), r"jump.horizon: 3"),
         (lambda c: c["jump"].update(continuation="merge"), r"jump.continuation: 'merge' is not one of"),
+        (
+            lambda c: c.update(heldout="first_round") or c["jump"].update(horizon=2),
+            r"heldout: 'first_round' needs rl.chunk_steps ≥ 2 × jump.horizon \+ rl.snapshot_every \(5\), not 4",
+        ),
         (lambda c: c.update(arms=["none", "nexxt"]), r"arms: unknown arm 'nexxt'; known: methods \['none', 'alpharl'"),
         (
             lambda c: c["extrapolators"].update(next={"hidden": "big"}),

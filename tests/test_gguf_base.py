@@ -50,8 +50,9 @@ def smoke(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
 
     def run(directory: Path) -> None:
         (workdir(directory) / "smollm2_smoke.yaml").write_text(yaml.safe_dump(SMOKE))
-        snakemake(directory, "--cores", "2", "--configfile", "config/test.yaml", "smollm2_smoke.yaml",
-                  "results/smollm2_smoke/summary")  # fmt: skip
+        # the target before --configfile, which takes every word after it
+        snakemake(directory, "--cores", "2", "results/smollm2_smoke/summary", "--configfile", "config/test.yaml",
+                  "smollm2_smoke.yaml")  # fmt: skip
 
     return built_once(tmp_path_factory, worker_id, "smollm2_smoke", run) / "results" / "smollm2_smoke"
 

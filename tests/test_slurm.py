@@ -71,8 +71,9 @@ def wait_for_no_staging(directory: Path, seconds: float) -> list[str]:
 def run_and_cancel_one_chunk(cluster: SlurmCluster, directory: Path) -> tuple[subprocess.CompletedProcess, dict]:
     """Runs the README command on TARGETS, scancels round 1 of `none` once its stage has made its staging directory, and
     collects every job slurmctld saw (polled: a job stays listed MinJobAge = 300 s after it ends)."""
-    command = [*SNAKEMAKE, "--directory", str(directory), "--configfile", "config/test.yaml", "config/gpus.yaml",
-               *README_COMMAND, *TARGETS]  # fmt: skip
+    # the targets first: --configfile and --default-resources take every word after them
+    command = [*SNAKEMAKE, *TARGETS, "--directory", str(directory), "--configfile", "config/test.yaml",
+               "config/gpus.yaml", *README_COMMAND]  # fmt: skip
     logs = directory / "snakemake.log"
     with logs.open("w") as log:
         process = subprocess.Popen(command, env={**ENV, **cluster.env}, stdout=log, stderr=subprocess.STDOUT,
