@@ -222,9 +222,10 @@ def test_the_dag_builds_a_chat_tasks_data_from_the_base_and_the_base_without_dat
 
 def test_the_smollm2_experiment_plans_both_learning_rates_every_rival_and_the_checks(tmp_path: Path):
     """config/smollm2.yaml as shipped: per seed, plain RL at both learning rates runs two chunks and each jump arm one
-    (its round 0 is `none`'s); the probe follows round 0 of each plain arm, the held-out check round 0."""
+    (its round 0 is `none`'s); the probe follows round 0 of each plain arm; no held-out check (its rounds are too
+    short for one, which the config check would name)."""
     plan = snakemake(workdir(tmp_path), "-n", "--cores", "2", "--configfile", "config/smollm2.yaml")
     table = plan.stdout[plan.stdout.index("Job stats:") :].split("\n\n")[0].splitlines()[3:]
     counts = {line.split()[0]: int(line.split()[1]) for line in table}
-    assert {rule: counts[rule] for rule in ("rl_chunk", "select", "probe", "heldout", "evaluate_test")} == {
-        "rl_chunk": 14, "select": 6, "probe": 4, "heldout": 2, "evaluate_test": 10}  # fmt: skip
+    assert {rule: counts.get(rule, 0) for rule in ("rl_chunk", "select", "probe", "heldout", "evaluate_test")} == {
+        "rl_chunk": 14, "select": 6, "probe": 4, "heldout": 0, "evaluate_test": 10}  # fmt: skip

@@ -152,7 +152,8 @@ def check_cross_keys(config: Mapping[str, Any]) -> None:
             f"config key jump.horizon: {horizon} is not a multiple of rl.snapshot_every {rl['snapshot_every']}"
         )
     # The held-out check fits on the round up to T − H and needs a target pair there: snapshots s and s + H ≤ T − H.
-    if config["heldout"] != "off" and "import" not in config and rl["chunk_steps"] < 2 * horizon + rl["snapshot_every"]:
+    short = rl["chunk_steps"] < 2 * horizon + rl["snapshot_every"]
+    if short and config["heldout"] != "off" and "import" not in config and jump_arms(config):
         raise ConfigError(
             f"config key heldout: {config['heldout']!r} needs rl.chunk_steps ≥ 2 × jump.horizon + rl.snapshot_every "
             f"({2 * horizon + rl['snapshot_every']}), not {rl['chunk_steps']}: shorten the horizon or set heldout off"
