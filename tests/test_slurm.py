@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.slurm_cluster import SlurmCluster, local_slurm
-from tests.workflow_runs import ENV, REPO, SNAKEMAKE, assert_same_outputs, workdir
+from tests.workflow_runs import ENV, REPO, SNAKEMAKE, assert_same_outputs, job_counts, workdir
 
 # README "Running on SLURM"; the only flag beyond the profile names the site's account and partition.
 README_COMMAND = ["--workflow-profile", str(REPO / "workflow" / "profiles" / "slurm"),
@@ -143,5 +143,4 @@ def snakemake_plan(directory: Path) -> dict[str, int]:
     command = [*SNAKEMAKE, "--directory", str(directory), "--configfile", "config/test.yaml", "-n", "--forceall",
                *TARGETS]  # fmt: skip
     plan = subprocess.run([*command, "--cores", "2"], capture_output=True, text=True, env=ENV, cwd=directory)
-    table = plan.stdout[plan.stdout.index("Job stats:") :].split("\n\n")[0].splitlines()[3:]
-    return {line.split()[0]: int(line.split()[1]) for line in table if line.split()[0] != "total"}
+    return job_counts(plan.stdout)

@@ -1,5 +1,6 @@
-"""Running the workflow in a test: a work directory with the repository's configs, `snakemake` on it, and what of
-its results must be identical between two runs of one config (one owner for test_workflow and test_slurm)."""
+"""Running the workflow in a test: a work directory with the repository's configs, `snakemake` on it, a whole run
+built once for both xdist workers, a dry run's job counts, and what of its results must be identical between two runs
+of one config (one owner for conftest, test_workflow, test_slurm and test_gguf_base)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -31,6 +34,30 @@ def snakemake(directory: Path, *args: str, check: bool = True) -> subprocess.Com
     if check and result.returncode != 0:
         raise AssertionError(result.stdout[-4000:] + result.stderr[-4000:])
     return result
+
+
+def job_counts(dry_run_output: str) -> dict[str, int]:
+    """Each rule's job count in a dry run's "Job stats" table (without the total)."""
+    table = dry_run_output[dry_run_output.index("Job stats:") :].split("\n\n")[0].splitlines()[3:]
+    return {line.split()[0]: int(line.split()[1]) for line in table if line.split()[0] != "total"}
+
+
+def built_once(
+    tmp_path_factory: pytest.TempPathFactory, worker_id: str, name: str, build: Callable[[Path], None]
+) -> Path:
+    """``build(directory)`` once per test session, whichever xdist worker asks first (the others wait on a file
+    lock), in the workers' shared temporary directory; a build that failed half-way is started again."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    directory, finished = shared / name, shared / f"{name}.finished"
+    with FileLock(shared / f"{name}.lock"):
+        if not finished.exists():
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir()
+            build(directory)
+            finished.touch()
+    return directory
 
 
 def run_outputs(results: Path) -> dict[str, object]:
